@@ -1,0 +1,94 @@
+"""Model registry: ``(model, variant) -> builder``.
+
+A builder is a plain function ``builder(hparams: dict, stats: ModelStats) -> nn.Module``
+returning a module with ``forward(batch, compute_forces) -> {"energy": [B], "forces": ...}``.
+Adding a variant = one function decorated with :func:`register` + one config entry.
+
+>>> "baseline" in MODELS["mace"]
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from torch import nn
+
+Builder = Callable[[dict, "ModelStats"], nn.Module]
+
+# model -> variant -> builder
+MODELS: dict[str, dict[str, Builder]] = {}
+
+# Models that are fitted in closed form rather than trained (no builder, no trainer).
+CLOSED_FORM_MODELS = {"composition": ("baseline",)}
+
+
+@dataclass(frozen=True)
+class ModelStats:
+    """What the training data tells a model before training (all internal units).
+
+    elements: sorted atomic numbers the model must handle (defines the one-hot order).
+    atomic_energies: per-element reference energies [n_elements] (composition fit), eV.
+    avg_num_neighbors: mean number of neighbours within r_max in the training set.
+    scale: std of the per-atom residual target after subtracting atomic energies.
+    shift: mean of that residual (usually left at 0).
+    """
+
+    elements: tuple[int, ...]
+    atomic_energies: np.ndarray = field(repr=False)
+    avg_num_neighbors: float
+    scale: float = 1.0
+    shift: float = 0.0
+
+
+def register(model: str, variant: str) -> Callable[[Builder], Builder]:
+    """Decorator registering ``builder`` under ``model/variant``."""
+
+    def deco(builder: Builder) -> Builder:
+        variants = MODELS.setdefault(model, {})
+        if variant in variants:
+            raise ValueError(f"model variant {model}/{variant} is registered twice")
+        variants[variant] = builder
+        return builder
+
+    return deco
+
+
+def _load_builtin_models() -> None:
+    # Imported for their @register side effects.
+    from fusion.models import mace  # noqa: F401
+
+
+def model_names() -> dict[str, tuple[str, ...]]:
+    """All known ``model -> variants`` including closed-form models."""
+    _load_builtin_models()
+    names = {m: tuple(sorted(v)) for m, v in MODELS.items()}
+    names.update(CLOSED_FORM_MODELS)
+    return names
+
+
+def check_model_name(model: str, variant: str) -> None:
+    """Raise ``KeyError`` naming the valid models/variants when the pair is unknown."""
+    names = model_names()
+    if model not in names:
+        raise KeyError(f"unknown model {model!r}; valid models: {', '.join(sorted(names))}")
+    if variant not in names[model]:
+        raise KeyError(
+            f"unknown variant {variant!r} of model {model!r}; "
+            f"valid variants: {', '.join(names[model])}"
+        )
+
+
+def build_model(model: str, variant: str, hparams: dict, stats: ModelStats) -> nn.Module:
+    """Build ``model/variant`` from the registry."""
+    check_model_name(model, variant)
+    if model in CLOSED_FORM_MODELS:
+        raise ValueError(f"{model} is fitted in closed form; it has no trainable builder")
+    return MODELS[model][variant](dict(hparams), stats)
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable scalars: the one definition used in every table."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
