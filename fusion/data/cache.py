@@ -1,0 +1,96 @@
+"""Atomic ``.npz`` caches for preprocessed datasets.
+
+A cache is written once (temp file in the same directory + ``os.replace``, so readers
+never see a half-written file and concurrent writers cannot corrupt it) and carries a
+``format_version``. Loading checks the version and the required keys; anything wrong
+raises :class:`CacheError` naming the file and telling the user to delete it. A bad
+cache is never silently recomputed over.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["CacheError", "cache_error", "save_npz_atomic", "load_npz_checked"]
+
+
+class CacheError(RuntimeError):
+    """A dataset cache file is unreadable, truncated, from another format version, or
+    inconsistent. The message names the file; deleting it rebuilds the cache."""
+
+
+def _fail(path: Path, why: str) -> CacheError:
+    return CacheError(
+        f"dataset cache {str(path)!r} is unusable: {why}. Delete this file to rebuild it "
+        "from the source data."
+    )
+
+
+def save_npz_atomic(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
+                    format_version: int) -> Path:
+    """Write ``arrays`` (plus ``format_version``) to ``path`` atomically; return the path.
+
+    The data is written uncompressed (fast to load) to a unique temporary file in the
+    target directory, flushed to disk, then moved into place with ``os.replace``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = dict(arrays)
+    if "format_version" in payload:
+        raise ValueError("'format_version' is reserved in cache arrays")
+    payload["format_version"] = np.asarray(format_version, dtype=np.int64)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def load_npz_checked(path: str | os.PathLike, format_version: int,
+                     required: Iterable[str]) -> dict[str, np.ndarray]:
+    """Load every array of an ``.npz`` cache into memory and check it.
+
+    Checks: the file is a readable npz archive, every array decodes (no pickles),
+    ``format_version`` equals ``format_version`` and every key in ``required`` exists.
+    Raises :class:`CacheError` (naming ``path``) on any failure; ``FileNotFoundError``
+    if the file does not exist.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(str(path))
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            out = {key: npz[key] for key in npz.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+        why = f"cannot read it as an .npz archive ({type(exc).__name__}: {exc})"
+        raise _fail(path, why) from exc
+    if "format_version" not in out:
+        raise _fail(path, "it has no 'format_version' entry")
+    found = int(out.pop("format_version"))
+    if found != format_version:
+        raise _fail(path, f"format_version is {found}, this code reads {format_version}")
+    missing = [key for key in required if key not in out]
+    if missing:
+        raise _fail(path, f"missing arrays {missing}")
+    return out
+
+
+def cache_error(path: str | os.PathLike, why: str) -> CacheError:
+    """Build a :class:`CacheError` for ``path`` with reason ``why`` (for callers' own
+    consistency checks after :func:`load_npz_checked`)."""
+    return _fail(Path(path), why)

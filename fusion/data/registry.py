@@ -1,0 +1,106 @@
+"""Dataset registry: one entry per dataset key (= config key = results path segment).
+
+``DATASETS[key]`` is a :class:`DatasetSpec`: a loader function plus a small card
+(source, license, units, split sizes) rendered into the report. Adding a dataset
+(rmd17, xtb-md, ...) means writing a loader with the signature
+
+    loader(cache_dir, n_train, n_val, n_test, seed, **kwargs) -> (Structures, splits)
+
+and registering it with :func:`register`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from fusion.data import qm9
+from fusion.data.structures import Structures
+
+__all__ = ["DatasetSpec", "DATASETS", "register", "dataset_keys", "dataset_card", "get_dataset"]
+
+Loader = Callable[..., tuple[Structures, dict[str, np.ndarray]]]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered dataset: ``key``, ``loader`` (see module docstring), ``card``."""
+
+    key: str
+    loader: Loader
+    card: dict[str, Any] = field(default_factory=dict)
+
+
+DATASETS: dict[str, DatasetSpec] = {}
+
+
+def register(spec: DatasetSpec) -> DatasetSpec:
+    """Add ``spec`` to :data:`DATASETS`; a duplicate key is an error."""
+    if spec.key in DATASETS:
+        raise ValueError(f"dataset key {spec.key!r} is already registered")
+    DATASETS[spec.key] = spec
+    return spec
+
+
+def dataset_keys() -> list[str]:
+    """All registered dataset keys, in registration order."""
+    return list(DATASETS)
+
+
+def _lookup(key: str) -> DatasetSpec:
+    if key not in DATASETS:
+        raise KeyError(f"unknown dataset {key!r}; valid keys: {', '.join(DATASETS)}")
+    return DATASETS[key]
+
+
+def dataset_card(key: str) -> dict[str, Any]:
+    """The card of dataset ``key`` (source, license, units, split, size)."""
+    return dict(_lookup(key).card)
+
+
+def get_dataset(key: str, cache_dir: str | os.PathLike = "resources", n_train: int | None = None,
+                n_val: int | None = None, n_test: int | None = None, seed: int = 0,
+                **kwargs: Any) -> tuple[Structures, dict[str, np.ndarray]]:
+    """Load dataset ``key`` as ``(Structures, {"train", "val", "test"} index arrays)``.
+
+    ``cache_dir``: where preprocessed data lives (``resources``); ``n_train``/``n_val``/
+    ``n_test``: keep the first n of each split (``None`` = all); ``seed``: split seed
+    (for QM9, 0 = Cormorant's split); extra ``kwargs`` go to the loader (e.g.
+    ``data_dir``). Unknown ``key`` raises ``KeyError`` listing the valid keys.
+    """
+    spec = _lookup(key)
+    return spec.loader(cache_dir=cache_dir, n_train=n_train, n_val=n_val, n_test=n_test,
+                       seed=seed, **kwargs)
+
+
+def _register_qm9() -> None:
+    for target, ts in qm9.TARGETS.items():
+        register(DatasetSpec(
+            key=f"qm9-{target}",
+            loader=partial(qm9.load_qm9, target),
+            card={
+                "name": f"QM9 {ts.description} ({target})",
+                "source": "qm9pack 1.0.3 wheel (qm9_part1-3.csv); Ramakrishnan et al., "
+                          "Sci. Data 1, 140022 (2014)",
+                "license": "QM9 data CC BY 4.0; qm9pack MIT",
+                "offline": True,
+                "n_structures": qm9.QM9_N_MOLECULES,
+                "elements": [1, 6, 7, 8, 9],
+                "target": target,
+                "column": ts.column,
+                "unit": ts.unit,
+                "report_unit": ts.report_unit,
+                "atomref_subtracted": ts.atomref,
+                "split": "Cormorant: RandomState(0) permutation; train/val/test = "
+                         "100,000/17,748/13,083",
+                "split_sizes": {"train": 100_000, "val": 17_748, "test": 13_083},
+            },
+        ))
+
+
+_register_qm9()
