@@ -32,6 +32,12 @@ def _fail(path: Path, why: str) -> CacheError:
     )
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save_npz_atomic(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
                     format_version: int) -> Path:
     """Write ``arrays`` (plus ``format_version``) to ``path`` atomically; return the path.
@@ -51,6 +57,7 @@ def save_npz_atomic(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
             np.savez(fh, **payload)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; use normal permissions
         os.replace(tmp, path)
     except BaseException:
         try:

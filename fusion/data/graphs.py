@@ -36,7 +36,7 @@ class NeighbourLists:
 
     - ``indices``: ``[K]`` structure indices.
     - ``counts``: ``[K]`` int64, edges per structure; ``offsets``: ``[K + 1]``.
-    - ``sender``, ``receiver``: ``[E]`` int64, atom indices local to the structure
+    - ``sender``, ``receiver``: ``[E]`` int32, atom indices local to the structure
       (0 .. n_atoms - 1); edges of structure ``k`` are ``offsets[k]:offsets[k+1]``.
     """
 
@@ -63,35 +63,46 @@ def neighbour_lists(structures: Structures, indices: np.ndarray | None,
     n = structures.n_atoms[idx]
     starts = structures.offsets[idx]
     r2 = float(r_max) ** 2
-    mol_parts, s_parts, r_parts = [], [], []
+    # Pass 1: per size group, the (molecule, sender, receiver) triples, already sorted
+    # by (molecule, sender, receiver) within the group (np.nonzero order).
+    found = []  # (positions in idx [L], sender [L], receiver [L])
+    counts = np.zeros(idx.shape[0], dtype=np.int64)
     for size in np.unique(n):
         size = int(size)
         if size < 2:
             continue
         group = np.nonzero(n == size)[0]  # positions in idx
         chunk = max(1, _CHUNK_ENTRIES // (size * size))
-        not_self = ~np.eye(size, dtype=bool)
+        self_pair = np.eye(size, dtype=bool)
         for c0 in range(0, group.shape[0], chunk):
             g = group[c0:c0 + chunk]
-            atoms = starts[g][:, None] + np.arange(size)  # [m, n]
-            p = structures.pos[atoms]  # [m, n, 3]
-            diff = p[:, None, :, :] - p[:, :, None, :]  # [m, n(sender), n(receiver), 3]
-            d2 = np.einsum("mijk,mijk->mij", diff, diff)
-            mi, si, ri = np.nonzero((d2 < r2) & not_self)
-            mol_parts.append(g[mi])
-            s_parts.append(si)
-            r_parts.append(ri)
-    if mol_parts:
-        mol = np.concatenate(mol_parts)
-        order = np.argsort(mol, kind="stable")  # groups are (mol, s, r)-sorted already
-        mol = mol[order]
-        sender = np.concatenate(s_parts)[order].astype(np.int64)
-        receiver = np.concatenate(r_parts)[order].astype(np.int64)
-    else:
-        mol = sender = receiver = np.zeros(0, dtype=np.int64)
-    counts = np.bincount(mol, minlength=idx.shape[0]).astype(np.int64)
+            p = structures.pos[starts[g][:, None] + np.arange(size)]  # [m, n, 3]
+            d2 = np.zeros((g.shape[0], size, size))  # [m, n(sender), n(receiver)]
+            for k in range(3):
+                x = p[:, :, k]
+                d2 += np.square(x[:, :, None] - x[:, None, :])
+            within = d2 < r2
+            within[:, self_pair] = False
+            mi, si, ri = np.nonzero(within)
+            found.append((g[mi], si.astype(np.int32), ri.astype(np.int32)))
+            counts[g] = within.sum(axis=(1, 2))
     offsets = np.zeros(idx.shape[0] + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
+    # Pass 2: scatter each group's edges into CSR order (no global sort): an edge's
+    # slot is its molecule's offset plus its rank inside that molecule's block.
+    sender = np.empty(int(offsets[-1]), dtype=np.int32)
+    receiver = np.empty(int(offsets[-1]), dtype=np.int32)
+    for mol, si, ri in found:
+        if mol.shape[0] == 0:
+            continue
+        first = np.ones(mol.shape[0], dtype=bool)
+        first[1:] = mol[1:] != mol[:-1]
+        block_start = np.flatnonzero(first)
+        rank = np.arange(mol.shape[0]) - np.repeat(block_start, np.diff(
+            np.append(block_start, mol.shape[0])))
+        dest = offsets[mol] + rank
+        sender[dest] = si
+        receiver[dest] = ri
     return NeighbourLists(idx, counts, offsets, sender, receiver)
 
 
@@ -195,7 +206,7 @@ class GraphLoader:
         ecount = nl.counts[positions]
         edges = ragged_arange(nl.offsets[positions], ecount)
         shift = np.repeat(ptr[:-1], ecount)
-        edge_index = np.stack([nl.sender[edges] + shift, nl.receiver[edges] + shift])
+        edge_index = np.stack([nl.sender[edges] + shift, nl.receiver[edges] + shift])  # int64
         n_edges = edge_index.shape[1]
 
         fdt = self.dtype

@@ -161,8 +161,9 @@ class Structures:
     def subset(self, indices: np.ndarray) -> Structures:
         """New :class:`Structures` holding structures ``indices`` (in that order).
 
-        ``indices``: ``[K]`` integer array (or bool mask ``[M]``); arrays are copied,
-        ``meta`` is shallow-copied.
+        ``indices``: ``[K]`` integer array (or bool mask ``[M]``); arrays are copied.
+        ``meta`` is shallow-copied, except that entries which are per-structure arrays
+        (numpy arrays with leading dimension ``M``, e.g. ``qm9_index``) are indexed too.
         """
         idx = self.check_indices(indices)
         atoms = ragged_arange(self.offsets[idx], self.n_atoms[idx])
@@ -172,7 +173,12 @@ class Structures:
             n_atoms=self.n_atoms[idx],
             y=self.y[idx],
             forces=None if self.forces is None else self.forces[atoms],
-            meta=dict(self.meta),
+            meta={
+                key: value[idx]
+                if isinstance(value, np.ndarray) and value.ndim >= 1
+                and value.shape[0] == len(self) else value
+                for key, value in self.meta.items()
+            },
         )
 
     def check_indices(self, indices: np.ndarray) -> np.ndarray:

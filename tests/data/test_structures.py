@@ -43,6 +43,8 @@ def test_subset_gathers_atoms_in_order():
     np.testing.assert_array_equal(sub.forces, s.forces[[5, 0, 1]])
     np.testing.assert_array_equal(sub.y, s.y[[2, 0]])
     assert sub.meta == s.meta and sub.meta is not s.meta
+    s.meta["ids"] = np.array([10, 11, 12])  # per-structure meta arrays follow the subset
+    np.testing.assert_array_equal(s.subset(np.array([2, 0])).meta["ids"], [12, 10])
     mask = s.subset(np.array([False, True, False]))
     np.testing.assert_array_equal(mask.z, s.z[2:5])
     assert len(s.subset(np.array([], dtype=int))) == 0
