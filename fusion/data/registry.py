@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,10 @@ import numpy as np
 from fusion.data import qm9
 from fusion.data.structures import Structures
 
-__all__ = ["DatasetSpec", "DATASETS", "register", "dataset_keys", "dataset_card", "get_dataset"]
+__all__ = [
+    "DatasetSpec", "DatasetFamily", "DATASETS", "FAMILIES", "register", "dataset_keys",
+    "dataset_card", "dataset_cache_path", "prepare_family", "get_dataset",
+]
 
 Loader = Callable[..., tuple[Structures, dict[str, np.ndarray]]]
 
@@ -34,6 +38,25 @@ class DatasetSpec:
     key: str
     loader: Loader
     card: dict[str, Any] = field(default_factory=dict)
+    family: str = ""  # datasets of one family share one cache file (see FAMILIES)
+
+
+@dataclass(frozen=True)
+class DatasetFamily:
+    """Datasets sharing one preprocessed cache (e.g. the 12 QM9 targets).
+
+    ``cache_path(cache_dir) -> Path`` names the cache file; ``prepare(cache_dir)`` builds it.
+    The workflow makes one job per family cache.
+    """
+
+    name: str
+    cache_path: Callable[[str | os.PathLike], Path]
+    prepare: Callable[[str | os.PathLike], Any]
+
+
+FAMILIES: dict[str, DatasetFamily] = {
+    "qm9": DatasetFamily("qm9", qm9.qm9_cache_path, qm9.preprocess_qm9),
+}
 
 
 DATASETS: dict[str, DatasetSpec] = {}
@@ -56,6 +79,19 @@ def _lookup(key: str) -> DatasetSpec:
     if key not in DATASETS:
         raise KeyError(f"unknown dataset {key!r}; valid keys: {', '.join(DATASETS)}")
     return DATASETS[key]
+
+
+def dataset_cache_path(key: str, cache_dir: str | os.PathLike = "resources") -> Path:
+    """The cache file dataset ``key`` is loaded from (built by :func:`prepare_family`)."""
+    return FAMILIES[_lookup(key).family].cache_path(cache_dir)
+
+
+def prepare_family(family: str, cache_dir: str | os.PathLike = "resources") -> Path:
+    """(Re)build the cache of dataset family ``family`` (``qm9``, ...); returns its path."""
+    if family not in FAMILIES:
+        raise KeyError(f"unknown dataset family {family!r}; valid: {', '.join(FAMILIES)}")
+    FAMILIES[family].prepare(cache_dir)
+    return FAMILIES[family].cache_path(cache_dir)
 
 
 def dataset_card(key: str) -> dict[str, Any]:
@@ -83,6 +119,7 @@ def _register_qm9() -> None:
         register(DatasetSpec(
             key=f"qm9-{target}",
             loader=partial(qm9.load_qm9, target),
+            family="qm9",
             card={
                 "name": f"QM9 {ts.description} ({target})",
                 "source": "qm9pack 1.0.3 wheel (qm9_part1-3.csv); Ramakrishnan et al., "

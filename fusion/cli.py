@@ -1,0 +1,140 @@
+"""``fusion``: the command line the Snakemake rules (and users) call.
+
+    fusion list                          # datasets, models and variants
+    fusion prepare qm9                   # build the dataset cache under resources/
+    fusion composition --spec JSON       # composition baseline -> metrics.json
+    fusion train --spec JSON             # train one (dataset, model, variant, seed)
+    fusion params --model mace --variant baseline [--hparams JSON]
+    fusion aggregate METRICS... --out-dir results/tables
+    fusion figures --summary results/tables/summary.csv --logs LOGS... --out-dir results/figures
+
+Every error a user can cause ends in one line ``error: ...`` and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _cmd_list(args) -> None:
+    from fusion.data.registry import dataset_keys
+    from fusion.models.registry import model_names
+
+    print("datasets:", ", ".join(dataset_keys()))
+    for model, variants in model_names().items():
+        print(f"model {model}: {', '.join(variants)}")
+
+
+def _cmd_prepare(args) -> None:
+    import time
+
+    from fusion.data.registry import FAMILIES, dataset_cache_path, prepare_family
+
+    started = time.time()
+    if args.family in FAMILIES:
+        path = prepare_family(args.family, args.cache_dir)
+    else:  # a dataset key: build (or check) the cache it loads from
+        from fusion.data.registry import get_dataset
+
+        get_dataset(args.family, cache_dir=args.cache_dir)
+        path = dataset_cache_path(args.family, args.cache_dir)
+    print(f"{args.family}: cache {path} ready in {time.time() - started:.1f} s")
+
+
+def _cmd_composition(args) -> None:
+    from fusion.experiment import run_composition, spec_from_env_or_arg
+
+    m = run_composition(spec_from_env_or_arg(args.spec))
+    print(f"composition baseline test MAE {m['test']['mae']:.3f} {m['units']['y']}")
+
+
+def _cmd_train(args) -> None:
+    from fusion.experiment import run_training, spec_from_env_or_arg
+
+    m = run_training(spec_from_env_or_arg(args.spec))
+    print(
+        f"test MAE {m['test']['mae']:.3f} {m['units']['y']}, "
+        f"{m['n_params']:,} parameters, {m['train']['seconds_per_epoch']:.1f} s/epoch"
+    )
+
+
+def _cmd_params(args) -> None:
+    import numpy as np
+
+    from fusion.models.registry import ModelStats, build_model, count_parameters
+
+    elements = tuple(int(z) for z in args.elements.split(","))
+    stats = ModelStats(
+        elements=elements, atomic_energies=np.zeros(len(elements)), avg_num_neighbors=10.0
+    )
+    hparams = json.loads(args.hparams) if args.hparams else {}
+    model = build_model(args.model, args.variant, hparams, stats)
+    print(count_parameters(model))
+
+
+def _cmd_aggregate(args) -> None:
+    from fusion.analysis.aggregate import main_aggregate
+
+    main_aggregate(args.metrics, args.out_dir)
+
+
+def _cmd_figures(args) -> None:
+    from fusion.analysis.figures import main_figures
+
+    main_figures(args.summary, args.logs, args.out_dir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fusion", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("list", help="list datasets, models and variants").set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("prepare", help="build a dataset family's cache (e.g. qm9)")
+    p.add_argument("family", help="dataset family (qm9) or dataset key (qm9-U0)")
+    p.add_argument("--cache-dir", default="resources")
+    p.set_defaults(func=_cmd_prepare)
+
+    for name, func, text in (
+        ("composition", _cmd_composition, "fit the composition baseline"),
+        ("train", _cmd_train, "train one model (resumes from its checkpoint)"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--spec", help="run spec as JSON, or @file.json")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("params", help="print a model's trainable parameter count")
+    p.add_argument("--model", required=True)
+    p.add_argument("--variant", default="baseline")
+    p.add_argument("--hparams", help="hyperparameters as JSON (defaults otherwise)")
+    p.add_argument("--elements", default="1,6,7,8,9", help="atomic numbers, comma separated")
+    p.set_defaults(func=_cmd_params)
+
+    p = sub.add_parser("aggregate", help="metrics.json files -> summary and comparison tables")
+    p.add_argument("metrics", nargs="+")
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=_cmd_aggregate)
+
+    p = sub.add_parser("figures", help="summary table and logs -> figures")
+    p.add_argument("--summary", required=True)
+    p.add_argument("--logs", nargs="*", default=[])
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=_cmd_figures)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (KeyError, ValueError, FileNotFoundError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

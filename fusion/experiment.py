@@ -1,0 +1,245 @@
+"""One experiment = (dataset, model, variant, seed) -> ``metrics.json``.
+
+The Snakemake rules call these through ``fusion train`` / ``fusion composition`` with a JSON
+*run spec* built from the config, so a run is fully described by one small document that is
+also stored in ``metrics.json["hyperparameters"]``:
+
+.. code-block:: json
+
+    {"dataset": "qm9-U0", "model": "mace", "variant": "baseline", "seed": 0,
+     "out_dir": "results/train/qm9-U0/mace/baseline/seed-0", "cache_dir": "resources",
+     "split": {"n_train": 1000, "n_val": 100, "n_test": 1000},
+     "batch_size": 32, "r_max": 5.0, "hparams": {...}, "training": {...}}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+SPEC_KEYS = {
+    "dataset": str,
+    "model": str,
+    "variant": str,
+    "seed": int,
+    "out_dir": str,
+    "cache_dir": str,
+    "split": dict,
+    "batch_size": int,
+    "eval_batch_size": int,
+    "hparams": dict,
+    "training": dict,
+    "threads": int,
+}
+
+
+@dataclass
+class RunSpec:
+    """A validated run spec (see module docstring)."""
+
+    dataset: str
+    model: str
+    variant: str
+    seed: int
+    out_dir: str
+    cache_dir: str = "resources"
+    split: dict = field(default_factory=dict)
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    hparams: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
+    threads: int = 1
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunSpec:
+        unknown = sorted(set(d) - set(SPEC_KEYS))
+        if unknown:
+            raise ValueError(f"run spec has unknown key(s) {unknown}; valid: {sorted(SPEC_KEYS)}")
+        for key in ("dataset", "model", "variant", "seed", "out_dir"):
+            if key not in d:
+                raise ValueError(f"run spec is missing required key {key!r}")
+        for key, value in d.items():
+            expected = SPEC_KEYS[key]
+            if not isinstance(value, expected) or isinstance(value, bool):
+                raise ValueError(
+                    f"run spec key {key!r} should be {expected.__name__}, got {value!r}"
+                )
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunSpec:
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"run spec is not valid JSON: {err}") from err
+        if not isinstance(d, dict):
+            raise ValueError(f"run spec must be a JSON object, got {type(d).__name__}")
+        return cls.from_dict(d)
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in SPEC_KEYS}
+
+
+def _load_split(spec: RunSpec):
+    from fusion.data.registry import get_dataset
+
+    split = {k: spec.split.get(k) for k in ("n_train", "n_val", "n_test")}
+    return get_dataset(spec.dataset, cache_dir=spec.cache_dir, **split)
+
+
+def _base_metrics(spec: RunSpec, structures) -> dict:
+    from fusion.train.provenance import provenance
+
+    meta = structures.meta
+    unit = meta["report_unit"]
+    return {
+        "schema_version": 1,
+        "dataset": spec.dataset,
+        "model": spec.model,
+        "variant": spec.variant,
+        "seed": spec.seed,
+        "units": {"y": unit, "y_per_atom": f"{unit}/atom", "forces": f"{unit}/Å"},
+        "hyperparameters": spec.to_dict(),
+        "provenance": provenance(),
+    }
+
+
+def _errors(pred: np.ndarray, true: np.ndarray, n_atoms: np.ndarray, factor: float) -> dict:
+    err = (pred - true) * factor
+    return {
+        "mae": float(np.mean(np.abs(err))),
+        "rmse": float(np.sqrt(np.mean(err**2))),
+        "mae_per_atom": float(np.mean(np.abs(err) / n_atoms)),
+        "forces_mae": None,
+        "forces_rmse": None,
+        "n_structures": int(len(err)),
+    }
+
+
+def run_composition(spec: RunSpec) -> dict:
+    """Fit the composition baseline (least squares on element counts) and write metrics."""
+    from fusion.data.composition import fit_composition, predict_composition
+    from fusion.train.metrics import write_metrics_json
+
+    started = time.time()
+    structures, splits = _load_split(spec)
+    elements = tuple(int(z) for z in np.unique(structures.z))
+    weights = fit_composition(structures, splits["train"], elements)
+    factor = structures.meta["report_factor"]
+    metrics = _base_metrics(spec, structures)
+    for split in ("val", "test"):
+        idx = splits[split]
+        pred = predict_composition(structures, idx, elements, weights)
+        metrics[split] = _errors(pred, structures.y[idx], structures.n_atoms[idx], factor)
+    metrics["n_params"] = len(elements)
+    metrics["train"] = {
+        "n_structures": int(len(splits["train"])),
+        "epochs": 0,
+        "best_epoch": 0,
+        "seconds_per_epoch": 0.0,
+        "wall_seconds": time.time() - started,
+    }
+    metrics["inference"] = {"structures_per_second": None}
+    metrics["peak_memory_mb"] = None
+    metrics["composition_weights"] = {str(z): float(w) for z, w in zip(elements, weights)}
+    out = Path(spec.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_metrics_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def model_stats(structures, train_idx, r_max: float):
+    """What the model needs to know of the training data (all from the training split)."""
+    from fusion.data.composition import fit_composition, predict_composition
+    from fusion.data.graphs import average_num_neighbors
+    from fusion.models.registry import ModelStats
+
+    elements = tuple(int(z) for z in np.unique(structures.z))
+    e0 = fit_composition(structures, train_idx, elements)
+    residual = structures.y[train_idx] - predict_composition(structures, train_idx, elements, e0)
+    per_atom = residual / structures.n_atoms[train_idx]
+    scale = float(np.std(per_atom)) or 1.0
+    return ModelStats(
+        elements=elements,
+        atomic_energies=np.asarray(e0, dtype=np.float64),
+        avg_num_neighbors=float(average_num_neighbors(structures, train_idx, r_max)),
+        scale=scale,
+        shift=0.0,
+    )
+
+
+def run_training(spec: RunSpec, log=print) -> dict:
+    """Train ``spec.model/spec.variant`` on ``spec.dataset``; resumable; writes metrics.json."""
+    import torch
+
+    from fusion.data.graphs import GraphLoader
+    from fusion.models.registry import build_model, check_model_name, count_parameters
+    from fusion.train.metrics import write_metrics_json
+    from fusion.train.trainer import TrainConfig, train
+
+    check_model_name(spec.model, spec.variant)
+    config = TrainConfig.from_dict({"seed": spec.seed, "threads": spec.threads, **spec.training})
+    torch.set_num_threads(spec.threads)
+    dtype = torch.float64 if config.dtype == "float64" else torch.float32
+    torch.set_default_dtype(dtype)
+    torch.manual_seed(spec.seed)
+
+    structures, splits = _load_split(spec)
+    r_max = float(spec.hparams.get("r_max", 5.0))
+    stats = model_stats(structures, splits["train"], r_max)
+    model = build_model(spec.model, spec.variant, spec.hparams, stats)
+    n_params = count_parameters(model)
+    log(
+        f"{spec.dataset} {spec.model}/{spec.variant} seed {spec.seed}: {n_params:,} parameters, "
+        f"{len(splits['train'])}/{len(splits['val'])}/{len(splits['test'])} train/val/test"
+    )
+
+    def loader(split: str, shuffle: bool, batch_size: int) -> GraphLoader:
+        return GraphLoader(
+            structures,
+            splits[split],
+            batch_size=batch_size,
+            r_max=r_max,
+            elements=stats.elements,
+            shuffle=shuffle,
+            seed=spec.seed,
+            dtype=dtype,
+        )
+
+    out = Path(spec.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fragment = train(
+        model,
+        loader("train", True, spec.batch_size),
+        loader("val", False, spec.eval_batch_size),
+        loader("test", False, spec.eval_batch_size),
+        config,
+        out,
+        report_factor=structures.meta["report_factor"],
+        log=log,
+    )
+    metrics = _base_metrics(spec, structures)
+    metrics.update(fragment)
+    metrics["units"] = _base_metrics(spec, structures)["units"]
+    metrics["n_params"] = n_params
+    if not all(math.isfinite(metrics["test"][k]) for k in ("mae", "rmse")):
+        raise RuntimeError(f"non-finite test metrics for {spec.out_dir}: {metrics['test']}")
+    write_metrics_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def spec_from_env_or_arg(text: str | None) -> RunSpec:
+    """Read a run spec given inline (JSON) or as ``@path``."""
+    if text is None:
+        text = os.environ.get("FUSION_RUN_SPEC")
+    if not text:
+        raise ValueError("no run spec given (pass --spec JSON or --spec @file.json)")
+    if text.startswith("@"):
+        text = Path(text[1:]).read_text()
+    return RunSpec.from_json(text)
