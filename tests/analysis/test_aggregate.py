@@ -267,3 +267,18 @@ def test_markdown_table_escapes_and_aligns():
     assert lines[1] == "|:---|---:|"
     assert lines[2] == "| x\\|y | 1 |"
     assert lines[3] == "| **z** | – |"
+
+
+def test_literature_in_the_datasets_unit(tmp_path, make_metrics, write_metrics):
+    mu = make_metrics("qm9-mu", "mace", "baseline", 0, 0.05)
+    mu["units"] = {"y": "D", "y_per_atom": "D/atom", "forces": "D/Å"}
+    gap = make_metrics("qm9-gap", "mace", "baseline", 0, 0.2)
+    gap["units"] = {"y": "eV", "y_per_atom": "eV/atom", "forces": "eV/Å"}
+    paths = [write_metrics(tmp_path, mu), write_metrics(tmp_path, gap)]
+    comp = agg.comparison_table(agg.summary_table(agg.collect_metrics(paths)))
+    lit = comp[comp["variant"] == "literature"].set_index("dataset")
+    assert lit.loc["qm9-mu", C_MAE] == 0.038 and lit.loc["qm9-mu", "y_unit"] == "D"
+    assert lit.loc["qm9-gap", C_MAE] == pytest.approx(0.061)  # 61 meV shown in eV
+    assert lit.loc["qm9-gap", "y_unit"] == "eV"
+    md = agg.comparison_markdown(comp)
+    assert "test MAE [D]" in md and "test MAE [eV]" in md
