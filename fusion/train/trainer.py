@@ -17,11 +17,11 @@ import contextlib
 import csv
 import io
 import math
+import os
 import random
 import resource
 import sys
 import time
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -489,11 +489,9 @@ def _torch_settings(config: TrainConfig) -> Iterator[None]:
         if config.threads is not None:
             torch.set_num_threads(config.threads)
         torch.set_default_dtype(config.torch_dtype)
+        # warn_only: ops without a deterministic kernel (CUDA scatter) warn once, not fail.
         torch.use_deterministic_algorithms(True, warn_only=True)
-        with warnings.catch_warnings():
-            # warn_only: CUDA scatter kernels would warn on every call.
-            warnings.filterwarnings("ignore", message=".*does not have a deterministic.*")
-            yield
+        yield
     finally:
         torch.use_deterministic_algorithms(old_det, warn_only=old_warn)
         torch.set_default_dtype(old_dtype)
@@ -560,6 +558,9 @@ def train(
     workdir.mkdir(parents=True, exist_ok=True)
     units = _units(report_units)
     device = resolve_device(config.device)
+    if device.type == "cuda":
+        # Deterministic cuBLAS (effective when CUDA was not initialised before this call).
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     if len(train_loader) == 0:
         raise ValueError("train_loader is empty")
     with _torch_settings(config):
