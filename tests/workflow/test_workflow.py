@@ -1,0 +1,132 @@
+"""The Snakemake workflow: lint, config validation, dry runs, and a tiny end-to-end run.
+
+The end-to-end test copies the workflow into a temporary folder and runs config/test.yaml
+for real (QM9 from the qm9pack wheel, two tiny MACE seeds, composition baseline, tables,
+figures, HTML report). It is the slowest test (about two minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def _env():
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def _copy_workflow(dest: Path) -> Path:
+    shutil.copy(REPO / "Snakefile", dest / "Snakefile")
+    shutil.copytree(REPO / "workflow", dest / "workflow")
+    shutil.copytree(REPO / "config", dest / "config")
+    return dest
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [str(BIN / "snakemake"), "--cores", "2", *args],
+        cwd=workdir,
+        env=_env(),
+        capture_output=True,
+        text=True,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def _write_config(path: Path, base: str, **changes) -> Path:
+    config = yaml.safe_load((REPO / "config" / base).read_text())
+    config.update(changes)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_lint_is_clean(tmp_path):
+    _copy_workflow(tmp_path)
+    proc = snakemake(tmp_path, "--configfile", "config/demo.yaml", "--lint", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Lints for" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("config", ["config.yaml", "demo.yaml", "test.yaml"])
+def test_dry_run_schedules_the_whole_grid(tmp_path, config):
+    _copy_workflow(tmp_path)
+    cfg = yaml.safe_load((REPO / "config" / config).read_text())
+    proc = snakemake(tmp_path, "--configfile", f"config/{config}", "--dry-run", "--quiet", "rules")
+    n_runs = len(cfg["seeds"]) * sum(len(v) for v in cfg["models"].values()) * len(cfg["datasets"])
+    table = proc.stdout + proc.stderr
+    counts = {
+        line.split()[0]: int(line.split()[1])
+        for line in table.splitlines()
+        if len(line.split()) == 2 and line.split()[1].isdigit()
+    }
+    assert counts["train"] == n_runs, table
+    assert counts["composition_baseline"] == len(cfg["datasets"]), table
+    assert counts["aggregate"] == 1 and counts["figures"] == 1, table
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"datasets": ["qm9-U7"]}, "unknown dataset 'qm9-U7'; valid: "),
+        ({"models": {"mace": ["fusoin"]}}, "unknown variant mace/fusoin"),
+        ({"models": {"macee": ["baseline"]}}, "unknown model 'macee'"),
+        ({"seeds": [-1]}, "-1 is less than the minimum of 0"),
+        ({"batch_size": "big"}, "'big' is not of type 'integer'"),
+        ({"epochs": 3}, "Additional properties are not allowed ('epochs' was unexpected)"),
+    ],
+)
+def test_bad_config_fails_before_running_with_a_clear_message(tmp_path, change, message):
+    _copy_workflow(tmp_path)
+    _write_config(tmp_path / "bad.yaml", "test.yaml", **change)
+    proc = snakemake(tmp_path, "--configfile", "bad.yaml", "--dry-run", check=False)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
+    if "unknown dataset" in message:
+        assert "qm9-U0" in proc.stdout + proc.stderr  # the valid names are listed
+
+
+def test_tiny_study_end_to_end(tmp_path):
+    """config/test.yaml for real: metrics, tables, figures and the HTML report."""
+    work = _copy_workflow(tmp_path)
+    snakemake(work, "--configfile", "config/test.yaml")
+    cfg = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
+    for seed in cfg["seeds"]:
+        run = work / f"results/train/qm9-U0/mace/baseline/seed-{seed}"
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["schema_version"] == 1
+        assert metrics["n_params"] > 0 and metrics["test"]["mae"] > 0
+        assert metrics["test"]["n_structures"] == cfg["split"]["n_test"]
+        assert (run / "model.pt").stat().st_size > 0
+        assert len((run / "log.csv").read_text().splitlines()) == cfg["training"]["epochs"] + 1
+    composition = json.loads(
+        (work / "results/train/qm9-U0/composition/baseline/seed-0/metrics.json").read_text()
+    )
+    assert composition["units"]["y"] == "meV"
+    summary = (work / "results/tables/summary.csv").read_text().splitlines()
+    assert summary[0] == "dataset,model,variant,seed,n_params,split,metric,value,unit"
+    assert "mace" in (work / "results/tables/comparison.md").read_text()
+    for fig in ("error_vs_params", "learning_curves"):
+        for ext in ("png", "svg"):
+            assert (work / f"results/figures/{fig}.{ext}").stat().st_size > 1000
+
+    # Everything is up to date: a second run has nothing to do and loses nothing.
+    proc = snakemake(work, "--configfile", "config/test.yaml", "--dry-run")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+    snakemake(work, "--configfile", "config/test.yaml", "--report", "results/report.html")
+    html = (work / "results/report.html").read_text(errors="replace")
+    assert "<html" in html.lower() and len(html) > 10_000

@@ -1,0 +1,107 @@
+# Grid, registries and input functions shared by all rules.
+import json
+import re
+
+from fusion.data.registry import dataset_cache_path, dataset_keys
+from fusion.models.registry import model_names
+
+
+def _check_grid(config):
+    """Fail at DAG build, naming the unknown dataset/model/variant and the valid ones."""
+    datasets = set(dataset_keys())
+    for dataset in config["datasets"]:
+        if dataset not in datasets:
+            raise ValueError(
+                f"config: unknown dataset {dataset!r}; valid: {', '.join(sorted(datasets))}"
+            )
+    known = model_names()
+    for model, variants in config["models"].items():
+        if model not in known:
+            raise ValueError(
+                f"config: unknown model {model!r}; valid: {', '.join(sorted(known))}"
+            )
+        for variant in variants:
+            if variant not in known[model]:
+                raise ValueError(
+                    f"config: unknown variant {model}/{variant}; "
+                    f"valid: {', '.join(known[model])}"
+                )
+    for model, variants in config["hparams"].items():
+        for variant in variants:
+            if model not in known or variant not in known[model]:
+                raise ValueError(f"config: hparams given for unknown model {model}/{variant}")
+
+
+_check_grid(config)
+
+CACHE_DIR = config.get("cache_dir", "resources")
+
+
+def _alternatives(names):
+    return "|".join(re.escape(n) for n in sorted(names))
+
+
+wildcard_constraints:
+    dataset=_alternatives(dataset_keys()),
+    model=_alternatives(model_names()),
+    variant=_alternatives({v for vs in model_names().values() for v in vs}),
+    seed=r"\d+",
+
+
+def grid():
+    """(dataset, model, variant, seed) of every training run in the config."""
+    runs = [
+        (d, m, v, s)
+        for d in config["datasets"]
+        for m, variants in config["models"].items()
+        for v in variants
+        for s in config["seeds"]
+    ]
+    if config.get("composition", True):
+        runs += [(d, "composition", "baseline", 0) for d in config["datasets"]]
+    return runs
+
+
+def run_dir(dataset, model, variant, seed):
+    return f"results/train/{dataset}/{model}/{variant}/seed-{seed}"
+
+
+def get_all_metrics(wildcards=None):
+    return [f"{run_dir(*run)}/metrics.json" for run in grid()]
+
+
+def get_all_logs(wildcards=None):
+    return [f"{run_dir(*run)}/log.csv" for run in grid() if run[1] != "composition"]
+
+
+def get_dataset_cache(wildcards):
+    return dataset_cache_path(wildcards.dataset, CACHE_DIR)
+
+
+def get_run_spec(wildcards):
+    """The JSON run spec of one training run (fusion.experiment.RunSpec)."""
+    spec = {
+        "dataset": wildcards.dataset,
+        "model": wildcards.model,
+        "variant": wildcards.variant,
+        "seed": int(wildcards.seed),
+        "out_dir": run_dir(wildcards.dataset, wildcards.model, wildcards.variant, wildcards.seed),
+        "cache_dir": CACHE_DIR,
+        "split": config.get("split", {}),
+        "batch_size": config.get("batch_size", 32),
+        "eval_batch_size": config.get("eval_batch_size", 128),
+        "hparams": config["hparams"].get(wildcards.model, {}).get(wildcards.variant, {}),
+        "training": config.get("training", {}),
+        "threads": config.get("threads", 1),
+    }
+    return json.dumps(spec, sort_keys=True)
+
+
+def get_final_outputs(wildcards=None):
+    return [
+        "results/tables/summary.csv",
+        "results/tables/comparison.csv",
+        "results/tables/comparison.md",
+        "results/figures/error_vs_params.png",
+        "results/figures/learning_curves.png",
+    ]

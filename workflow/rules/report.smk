@@ -1,0 +1,25 @@
+# Figures for the report (`snakemake --report results/report.html`).
+
+
+rule figures:
+    input:
+        summary="results/tables/summary.csv",
+        logs=get_all_logs,
+    output:
+        error_vs_params=report(
+            "results/figures/error_vs_params.png",
+            caption="../report/error_vs_params.rst",
+            category="Figures",
+        ),
+        error_vs_params_svg="results/figures/error_vs_params.svg",
+        learning_curves=report(
+            "results/figures/learning_curves.png",
+            caption="../report/learning_curves.rst",
+            category="Figures",
+        ),
+        learning_curves_svg="results/figures/learning_curves.svg",
+    log:
+        "results/logs/figures.log",
+    shell:
+        "fusion figures --summary {input.summary} --logs {input.logs} "
+        "--out-dir results/figures 2>&1 | tee {log}"

@@ -1,0 +1,35 @@
+# Training: one job per (dataset, model, variant, seed); resumes from its checkpoint.
+
+
+rule composition_baseline:
+    input:
+        get_dataset_cache,
+    output:
+        "results/train/{dataset}/composition/baseline/seed-{seed}/metrics.json",
+    params:
+        spec=get_run_spec,
+    log:
+        "results/logs/train/{dataset}/composition/baseline/seed-{seed}.log",
+    shell:
+        "fusion composition --spec {params.spec:q} 2>&1 | tee {log}"
+
+
+rule train:
+    input:
+        get_dataset_cache,
+    output:
+        metrics="results/train/{dataset}/{model}/{variant}/seed-{seed}/metrics.json",
+        log_csv="results/train/{dataset}/{model}/{variant}/seed-{seed}/log.csv",
+        model="results/train/{dataset}/{model}/{variant}/seed-{seed}/model.pt",
+    params:
+        spec=get_run_spec,
+    log:
+        "results/logs/train/{dataset}/{model}/{variant}/seed-{seed}.log",
+    threads: config.get("threads", 1)
+    resources:
+        gpu=config.get("gpus_per_job", 0),
+    shell:
+        "fusion train --spec {params.spec:q} 2>&1 | tee {log}"
+
+
+ruleorder: composition_baseline > train
