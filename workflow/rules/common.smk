@@ -79,18 +79,20 @@ def get_dataset_cache(wildcards):
 
 
 def get_run_spec(wildcards):
-    """The JSON run spec of one training run (fusion.experiment.RunSpec)."""
+    """The JSON run spec of one run (fusion.experiment.RunSpec)."""
+    model = wildcards.get("model", "composition")
+    variant = wildcards.get("variant", "baseline")
     spec = {
         "dataset": wildcards.dataset,
-        "model": wildcards.model,
-        "variant": wildcards.variant,
+        "model": model,
+        "variant": variant,
         "seed": int(wildcards.seed),
-        "out_dir": run_dir(wildcards.dataset, wildcards.model, wildcards.variant, wildcards.seed),
+        "out_dir": run_dir(wildcards.dataset, model, variant, wildcards.seed),
         "cache_dir": CACHE_DIR,
         "split": config.get("split", {}),
         "batch_size": config.get("batch_size", 32),
         "eval_batch_size": config.get("eval_batch_size", 128),
-        "hparams": config["hparams"].get(wildcards.model, {}).get(wildcards.variant, {}),
+        "hparams": config["hparams"].get(model, {}).get(variant, {}),
         "training": config.get("training", {}),
         "threads": config.get("threads", 1),
     }
