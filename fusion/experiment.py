@@ -214,6 +214,7 @@ def run_training(spec: RunSpec, log=print) -> dict:
 
     out = Path(spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    _retire_stale_checkpoints(out, spec, log)
     fragment = train(
         model,
         loader("train", True, spec.batch_size),
@@ -232,6 +233,37 @@ def run_training(spec: RunSpec, log=print) -> dict:
         raise RuntimeError(f"non-finite test metrics for {spec.out_dir}: {metrics['test']}")
     write_metrics_json(out / "metrics.json", metrics)
     return metrics
+
+
+# Keys that do not change what is computed: a checkpoint made under other values is reusable.
+_SPEC_KEYS_NOT_AFFECTING_RESULTS = {"threads", "eval_batch_size", "out_dir", "cache_dir"}
+
+
+def _retire_stale_checkpoints(out: Path, spec: RunSpec, log) -> None:
+    """Resume only from checkpoints made with the same run spec.
+
+    ``run_spec.json`` records the spec a checkpoint belongs to. When the config changed
+    (other hyperparameters, split or training settings) the old checkpoints are moved to
+    ``stale-<time>/`` (kept, never deleted) and training starts afresh.
+    """
+    record = out / "run_spec.json"
+    current = {k: v for k, v in spec.to_dict().items() if k not in _SPEC_KEYS_NOT_AFFECTING_RESULTS}
+    if record.exists():
+        try:
+            previous = json.loads(record.read_text())
+        except json.JSONDecodeError:
+            previous = None
+        if previous != current:
+            checkpoints = sorted(out.glob("checkpoint*.pt"))
+            if checkpoints:
+                stale = out / time.strftime("stale-%Y%m%d-%H%M%S")
+                stale.mkdir()
+                for path in checkpoints:
+                    path.rename(stale / path.name)
+                log(f"run spec changed since the last checkpoint: moved it to {stale}")
+    tmp = record.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(current, indent=1, sort_keys=True))
+    os.replace(tmp, record)
 
 
 def spec_from_env_or_arg(text: str | None) -> RunSpec:

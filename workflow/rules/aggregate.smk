@@ -18,5 +18,7 @@ rule aggregate:
         comparison_md="results/tables/comparison.md",
     log:
         "results/logs/aggregate.log",
+    conda:
+        "../../environment.yml"
     shell:
         "fusion aggregate {input} --out-dir results/tables 2>&1 | tee {log}"

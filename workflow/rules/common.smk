@@ -1,5 +1,6 @@
 # Grid, registries and input functions shared by all rules.
 import json
+import os
 import re
 
 from fusion.data.registry import dataset_cache_path, dataset_keys
@@ -29,7 +30,9 @@ def _check_grid(config):
     for model, variants in config["hparams"].items():
         for variant in variants:
             if model not in known or variant not in known[model]:
-                raise ValueError(f"config: hparams given for unknown model {model}/{variant}")
+                raise ValueError(
+                    f"config: hparams given for unknown model {model}/{variant}"
+                )
 
 
 _check_grid(config)

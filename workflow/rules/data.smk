@@ -8,5 +8,9 @@ rule prepare_dataset:
         "results/logs/prepare/{family}.log",
     wildcard_constraints:
         family=r"[a-z0-9]+",
+    conda:
+        "../../environment.yml"
+    params:
+        cache_dir=lambda wildcards, output: os.path.dirname(os.path.dirname(output[0])),
     shell:
-        "fusion prepare {wildcards.family} --cache-dir {CACHE_DIR} 2>&1 | tee {log}"
+        "fusion prepare {wildcards.family} --cache-dir {params.cache_dir} 2>&1 | tee {log}"

@@ -20,6 +20,8 @@ rule figures:
         learning_curves_svg="results/figures/learning_curves.svg",
     log:
         "results/logs/figures.log",
+    conda:
+        "../../environment.yml"
     shell:
         "fusion figures --summary {input.summary} --logs {input.logs} "
         "--out-dir results/figures 2>&1 | tee {log}"

@@ -6,10 +6,12 @@ rule composition_baseline:
         get_dataset_cache,
     output:
         "results/train/{dataset}/composition/baseline/seed-{seed}/metrics.json",
-    params:
-        spec=get_run_spec,
     log:
         "results/logs/train/{dataset}/composition/baseline/seed-{seed}.log",
+    conda:
+        "../../environment.yml"
+    params:
+        spec=get_run_spec,
     shell:
         "fusion composition --spec {params.spec:q} 2>&1 | tee {log}"
 
@@ -21,13 +23,15 @@ rule train:
         metrics="results/train/{dataset}/{model}/{variant}/seed-{seed}/metrics.json",
         log_csv="results/train/{dataset}/{model}/{variant}/seed-{seed}/log.csv",
         model="results/train/{dataset}/{model}/{variant}/seed-{seed}/model.pt",
-    params:
-        spec=get_run_spec,
     log:
         "results/logs/train/{dataset}/{model}/{variant}/seed-{seed}.log",
+    conda:
+        "../../environment.yml"
     threads: config.get("threads", 1)
     resources:
         gpu=config.get("gpus_per_job", 0),
+    params:
+        spec=get_run_spec,
     shell:
         "fusion train --spec {params.spec:q} 2>&1 | tee {log}"
 
