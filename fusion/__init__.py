@@ -1,7 +1,12 @@
 """fusion-bench: fusion diagrams for O(3)-equivariant networks, and the study around them.
 
-Import order matters: mace-torch must be imported before e3nn (it sets a torch
-loading flag), so modules that need both import :mod:`fusion._mace_first` first.
+e3nn 0.4.4 loads its constants with ``torch.load`` and needs the flag mace-torch sets
+(TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD) under torch >= 2.6. Setting it here, in the package's
+first import, makes the import order of mace and e3nn irrelevant inside ``fusion``.
 """
+
+import os
+
+os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
 
 __version__ = "0.1.0"

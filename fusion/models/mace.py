@@ -7,13 +7,12 @@ the hyperparameters given in the config; only the defaults below are ours.
 
 from __future__ import annotations
 
-import fusion._mace_first  # noqa: F401  (mace before e3nn)
-
 import torch
 from e3nn import o3
 from mace import modules
 from torch import nn
 
+import fusion._mace_first  # noqa: F401  (mace before e3nn)
 from fusion.models.registry import ModelStats, register
 
 # The defaults of mace_run_train (mace-torch 0.3.16), so an empty config means "as MACE".

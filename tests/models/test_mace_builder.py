@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import fusion._mace_first  # noqa: F401  (mace before e3nn)
-
 import numpy as np
 import pytest
 import torch
 from e3nn import o3
 
+import fusion._mace_first  # noqa: F401  (mace before e3nn)
 from fusion.models.mace import MACE_DEFAULTS, hidden_irreps
 from fusion.models.registry import (
     ModelStats,

@@ -29,6 +29,7 @@ def _env():
 
 def _copy_workflow(dest: Path) -> Path:
     shutil.copy(REPO / "Snakefile", dest / "Snakefile")
+    shutil.copy(REPO / "environment.yml", dest / "environment.yml")
     shutil.copytree(REPO / "workflow", dest / "workflow")
     shutil.copytree(REPO / "config", dest / "config")
     return dest
@@ -118,7 +119,9 @@ def test_tiny_study_end_to_end(tmp_path):
     assert composition["units"]["y"] == "meV"
     summary = (work / "results/tables/summary.csv").read_text().splitlines()
     assert summary[0] == "dataset,model,variant,seed,n_params,split,metric,value,unit"
-    assert "mace" in (work / "results/tables/comparison.md").read_text()
+    assert "| **MACE" in (work / "results/tables/comparison.md").read_text() or "| MACE" in (
+        work / "results/tables/comparison.md"
+    ).read_text()
     for fig in ("error_vs_params", "learning_curves"):
         for ext in ("png", "svg"):
             assert (work / f"results/figures/{fig}.{ext}").stat().st_size > 1000
