@@ -1,0 +1,149 @@
+"""`fusion` command line: run specs, errors users can cause, and kill-and-resume of a real
+MACE training run through the same command the workflow uses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fusion.cli import main
+from fusion.experiment import RunSpec
+
+BIN = Path(sys.executable).parent
+TINY_MACE = {
+    "num_channels": 8,
+    "max_L": 0,
+    "max_ell": 1,
+    "correlation": 2,
+    "num_interactions": 1,
+    "radial_MLP": [8],
+    "MLP_irreps": "4x0e",
+}
+
+
+@pytest.fixture(scope="module")
+def qm9_cache(tmp_path_factory):
+    """The real QM9 cache, built once for this module (about 5 s)."""
+    cache = tmp_path_factory.mktemp("resources")
+    assert main(["prepare", "qm9", "--cache-dir", str(cache)]) == 0
+    return cache
+
+
+def _spec(cache, out, epochs=4, **changes):
+    spec = {
+        "dataset": "qm9-U0",
+        "model": "mace",
+        "variant": "baseline",
+        "seed": 0,
+        "out_dir": str(out),
+        "cache_dir": str(cache),
+        "split": {"n_train": 48, "n_val": 16, "n_test": 16},
+        "batch_size": 8,
+        "eval_batch_size": 16,
+        "hparams": TINY_MACE,
+        "training": {"epochs": epochs, "lr": 0.01, "dtype": "float64", "progress": False},
+        "threads": 1,
+    }
+    spec.update(changes)
+    return json.dumps(spec)
+
+
+def _fusion(*args, **kwargs):
+    return subprocess.Popen(
+        [str(BIN / "fusion"), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
+
+
+def test_killed_training_resumes_to_the_same_metrics(qm9_cache, tmp_path):
+    reference = tmp_path / "reference"
+    assert main(["train", "--spec", _spec(qm9_cache, reference)]) == 0
+    expected = json.loads((reference / "metrics.json").read_text())
+
+    killed = tmp_path / "killed"
+    proc = _fusion("train", "--spec", _spec(qm9_cache, killed))
+    deadline = time.time() + 120
+    while not (killed / "checkpoint.prev.pt").exists():  # two epochs are on disk
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() < deadline, "no checkpoint after 120 s"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "metrics.json").exists()
+
+    assert main(["train", "--spec", _spec(qm9_cache, killed)]) == 0
+    resumed = json.loads((killed / "metrics.json").read_text())
+    for split in ("val", "test"):
+        assert resumed[split] == expected[split]
+    assert resumed["n_params"] == expected["n_params"]
+    log = (killed / "log.csv").read_text().splitlines()
+    assert len(log) == 1 + 4 and log[0].startswith("epoch,")
+
+
+def test_changed_spec_does_not_resume_a_stale_checkpoint(qm9_cache, tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--spec", _spec(qm9_cache, out, epochs=1)]) == 0
+    changed = _spec(qm9_cache, out, epochs=1, hparams={**TINY_MACE, "num_channels": 4})
+    assert main(["train", "--spec", changed]) == 0
+    stale = list(out.glob("stale-*/checkpoint.pt"))
+    assert len(stale) == 1  # the old checkpoint is kept aside, not resumed, not deleted
+
+
+def test_composition_baseline_beats_nothing_and_is_exact_least_squares(qm9_cache, tmp_path):
+    out = tmp_path / "comp"
+    spec = _spec(qm9_cache, out, model="composition", split={"n_train": 2000, "n_test": 500})
+    assert main(["composition", "--spec", spec]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_params"] == 5  # H, C, N, O, F
+    assert metrics["units"]["y"] == "meV"
+    assert 500 < metrics["test"]["mae"] < 1500  # ~865 meV on the full split
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--spec", "{not json"], "run spec is not valid JSON"),
+        (["train", "--spec", '{"dataset": "qm9-U0"}'], "missing required key 'model'"),
+        (
+            ["train", "--spec", '{"dataset": "qm9-U0", "modle": "mace"}'],
+            "unknown key(s) ['modle']",
+        ),
+        (["params", "--model", "mace", "--variant", "fusoin"], "unknown variant 'fusoin'"),
+        (["params", "--model", "mace", "--hparams", '{"num_chanels": 4}'], "num_chanels"),
+        (["prepare", "qm7"], "unknown dataset 'qm7'"),
+    ],
+)
+def test_user_errors_are_one_clear_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+
+
+def test_unknown_qm9_target_lists_valid_targets(tmp_path, capsys):
+    spec = _spec(tmp_path, tmp_path / "x", dataset="qm9-U7")
+    assert main(["train", "--spec", spec]) == 2
+    err = capsys.readouterr().err
+    assert "qm9-U7" in err and "qm9-U0" in err
+
+
+def test_params_prints_the_parameter_count(capsys):
+    assert main(["params", "--model", "mace", "--hparams", json.dumps(TINY_MACE)]) == 0
+    n = int(capsys.readouterr().out.strip())
+    assert n > 100
+
+
+def test_run_spec_round_trip():
+    spec = RunSpec.from_json(_spec("resources", "out"))
+    assert RunSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(ValueError, match="key 'seed' should be int"):
+        RunSpec.from_dict({**spec.to_dict(), "seed": "0"})
