@@ -6,7 +6,11 @@ first import, makes the import order of mace and e3nn irrelevant inside ``fusion
 """
 
 import os
+import warnings
 
 os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+# Noise from mace-torch/e3nn on import that says nothing about the user's run.
+warnings.filterwarnings("ignore", message=".*TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD.*")
+warnings.filterwarnings("ignore", message=".*TorchScript type system.*")
 
 __version__ = "0.1.0"

@@ -19,4 +19,4 @@ import io  # noqa: E402
 # mace-torch prints a cuequivariance notice to stdout on import; keep CLI output clean.
 with contextlib.redirect_stdout(io.StringIO()):
     import mace  # noqa: F401
-    import mace.modules  # noqa: F401  (the notice is printed here)
+    import mace.modules as mace_modules  # noqa: F401  (the notice is printed here)

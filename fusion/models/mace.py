@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import torch
 from e3nn import o3
-from mace import modules
 from torch import nn
 
-import fusion._mace_first  # noqa: F401  (mace before e3nn)
+from fusion._mace_first import mace_modules as modules
 from fusion.models.registry import ModelStats, register
 
 # The defaults of mace_run_train (mace-torch 0.3.16), so an empty config means "as MACE".
