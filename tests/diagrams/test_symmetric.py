@@ -1,0 +1,172 @@
+"""Symmetric chain paths: enumeration, mace's U tensors, independent-basis counts and ranks."""
+
+import fusion._mace_first  # noqa: F401  (mace before e3nn)
+
+# isort: split
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from e3nn import o3
+from mace.tools.cg import U_matrix_real
+
+from fusion.diagrams.symmetric import (
+    KernelLayout,
+    SymmetricBasis,
+    enumerate_chain_paths,
+    irreps_slices,
+    monomial_values,
+    monomials,
+    path_tensor,
+    random_path_values,
+    single_thread,
+    symmetric_coefficients,
+)
+
+IRS = "0e+1o+2e+3o"  # one copy of mace's coupling irreps for max_ell 3
+
+
+@pytest.fixture(scope="module")
+def basis3() -> SymmetricBasis:
+    return SymmetricBasis(IRS, "0e+1o+2e", 3)
+
+
+def test_counts_lmax3_correlation3(basis3):
+    """DESIGN.md: 8/12/14 independent order-3 paths against mace's 23/51/65."""
+    counts = basis3.counts()
+    full = {str(g.ir_out): {} for g in basis3.groups}
+    for g in basis3.groups:
+        full[str(g.ir_out)][g.nu] = len(g.all_paths)
+    print("independent:", counts, "full:", full)
+    assert counts == {
+        "0e": {1: 1, 2: 4, 3: 8},
+        "1o": {1: 1, 2: 3, 3: 12},
+        "2e": {1: 1, 2: 5, 3: 14},
+    }
+    assert full == {
+        "0e": {1: 1, 2: 4, 3: 23},
+        "1o": {1: 1, 2: 6, 3: 51},
+        "2e": {1: 1, 2: 7, 3: 65},
+    }
+
+
+def _rank(x: torch.Tensor) -> int:
+    s = torch.linalg.svdvals(x.to(torch.float64))
+    return int((s > 1e-9 * s[0]).sum()) if s.numel() and s[0] > 0 else 0
+
+
+def test_full_set_has_rank_of_independent_subset(basis3):
+    """Exact rank (coefficients) = random-evaluation rank = size of the independent subset."""
+    irs = basis3.irs
+    for g in basis3.groups:
+        coef_full = torch.stack([symmetric_coefficients(path_tensor(p, irs)) for p in g.all_paths])
+        r_exact = _rank(coef_full.reshape(len(g.all_paths), -1))
+        r_random = _rank(random_path_values(coef_full, basis3.D, 300, seed=1))
+        r_indep = _rank(g.coefficients.reshape(len(g.paths), -1))
+        assert r_exact == r_random == r_indep == len(g.paths) == g.rank, (g.ir_out, g.nu)
+
+
+@pytest.fixture(scope="module")
+def mace_u() -> dict:
+    """mace-torch's U matrices (no cuequivariance), ``[2l+1, D, ..., D, Q]``."""
+    out = {}
+    with single_thread():
+        for ir_out in ["0e", "1o", "2e"]:
+            for nu in (1, 2, 3):
+                U = U_matrix_real(IRS, ir_out, nu, use_cueq_cg=False, dtype=torch.float64)[-1]
+                out[ir_out, nu] = U.reshape(o3.Irrep(ir_out).dim, *([16] * nu), U.shape[-1])
+    return out
+
+
+def test_full_paths_are_mace_u_columns(mace_u):
+    """Our full path set is mace's U_matrix column by column (order and normalisation)."""
+    irs = [ir for _, ir in o3.Irreps(IRS)]
+    for (ir_out, nu), U in mace_u.items():
+        paths = [p for p in enumerate_chain_paths(irs, nu) if p.ir_out == o3.Irrep(ir_out)]
+        ours = torch.stack([path_tensor(p, irs) for p in paths], dim=-1)
+        torch.testing.assert_close(ours, U, atol=1e-12, rtol=0)
+
+
+def test_rank_equals_mace_u_span(basis3, mace_u):
+    for g in basis3.groups:
+        U = mace_u[str(g.ir_out), g.nu]
+        coef = torch.stack([symmetric_coefficients(U[..., q]) for q in range(U.shape[-1])])
+        assert _rank(coef.reshape(coef.shape[0], -1)) == len(g.paths)
+
+
+def test_coefficients_evaluate_like_dense_tensors():
+    irs = [ir for _, ir in o3.Irreps(IRS)]
+    x = torch.randn(5, 16, dtype=torch.float64)
+    for p in enumerate_chain_paths(irs, 3)[::9]:
+        T = path_tensor(p, irs)
+        dense = torch.einsum("mijk,si,sj,sk->sm", T, x, x, x)
+        via_mono = monomial_values(x, 3) @ symmetric_coefficients(T).T
+        torch.testing.assert_close(dense, via_mono, atol=1e-12, rtol=1e-12)
+
+
+def _o3_multiplicity(irs, ir_out, nu: int, symmetric: bool) -> int:
+    """dim Hom_O(3)(V^{(x)nu} or Sym^nu V, ir_out) from characters (independent of paths)."""
+    n = 4000  # midpoint rule: never hits a zero of sin(k theta / 2) for k = 1..3
+    theta = (np.arange(n) + 0.5) * np.pi / n
+
+    def chi_l(l, t):
+        return np.sin((2 * l + 1) * t / 2) / np.sin(t / 2)
+
+    def chi_v(k, improper):  # character of V at g^k, g = rotation(theta) [x inversion]
+        return sum((ir.p**k if improper else 1) * chi_l(ir.l, k * theta) for ir in irs)
+
+    total = 0.0
+    for improper in (False, True):
+        if symmetric:  # cycle index of S_nu
+            parts = _partitions(nu)
+            chi = sum(
+                _class_size(lam, nu) * np.prod([chi_v(k, improper) for k in lam], axis=0)
+                for lam in parts
+            ) / math.factorial(nu)
+        else:
+            chi = chi_v(1, improper) ** nu
+        chi_out = (ir_out.p if improper else 1) * chi_l(ir_out.l, theta)
+        total += np.sum(chi * chi_out * (1 - np.cos(theta))) / n
+    return round(total / 2)
+
+
+def _partitions(n, m=None):
+    m = n if m is None else m
+    if n == 0:
+        return [[]]
+    return [[k] + rest for k in range(min(n, m), 0, -1) for rest in _partitions(n - k, k)]
+
+
+def _class_size(lam, n):
+    size = math.factorial(n)
+    for k in set(lam):
+        c = lam.count(k)
+        size //= k**c * math.factorial(c)
+    return size
+
+
+def test_counts_are_group_theoretic_multiplicities(basis3):
+    """full paths = multiplicity in V^(x)nu, independent paths = multiplicity in Sym^nu V."""
+    for g in basis3.groups:
+        assert len(g.all_paths) == _o3_multiplicity(basis3.irs, g.ir_out, g.nu, False)
+        assert len(g.paths) == _o3_multiplicity(basis3.irs, g.ir_out, g.nu, True)
+
+
+def test_internal_cap_keeps_a_subset():
+    capped = SymmetricBasis(IRS, "0e+1o", 3, lmax_internal=2)
+    free = SymmetricBasis(IRS, "0e+1o", 3)
+    for gc, gf in zip(capped.groups, free.groups):
+        assert len(gc.all_paths) <= len(gf.all_paths) and len(gc.paths) <= len(gf.paths)
+        assert all(lab.l <= 2 for p in gc.all_paths for lab in p.labels[1:-1])
+
+
+def test_kernel_layout_prefix_rows():
+    """Block b of the last leaf only needs rows whose indices are all <= its last index."""
+    lay = KernelLayout([ir for _, ir in o3.Irreps(IRS)], [o3.Irrep("0e")], 3)
+    assert lay.R == [18, 27, 62, 153] and lay.n_rows == 1 + 16 + 136
+    top = monomials(16, 2)
+    for (_, stop), R in zip(lay.blocks, lay.R):
+        assert all(max(t) < stop for t in top[: R - 17])
+    assert [(s.start, s.stop) for s in irreps_slices(lay.irs)] == lay.blocks
