@@ -206,8 +206,9 @@ class FusionDiagram:
         t = self.tree
         if path is None:
             counts = ", ".join(f"{ir}: {n}" for ir, n in self.counts().items())
-            cap = "none" if self.L_int is None else self.L_int
-            header = f"{t}  ->  {format_labels(self.out_labels)}   paths: {counts}  (L_int={cap})"
+            header = (
+                f"{t}  ->  {format_labels(self.out_labels)}   paths: {counts}  (L_int={self.L_int})"
+            )
             return t.render(lambda node: format_labels(self.allowed[node]), header)
         if isinstance(path, int):
             index, path = path, self.paths[path]
