@@ -100,8 +100,8 @@ def brute_force(m: FusionTree, xs, coef: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("strategy", ["dense", "sparse", "auto"])
 @pytest.mark.parametrize("tree", ["(a, b)", "((a, b), c)", "((a, b), (c, d))"])
 def test_path_mode_equals_brute_force(tree, strategy):
-    irreps = {"(a, b)": L3, "((a, b), c)": "0e+1o+2e", "((a, b), (c, d))": "0e+1o+2e"}[tree]
-    m = FusionTree(tree, irreps, "0e+1o+2e+1e", channels=2, L_int=2, strategy=strategy).double()
+    irreps = {"(a, b)": L3, "((a, b), c)": "0e+1o+2e", "((a, b), (c, d))": "0e+1o"}[tree]
+    m = FusionTree(tree, irreps, "0e+1o+1e", channels=2, L_int=2, strategy=strategy).double()
     assert {ins.strategy for ins in m.instructions} <= {"dense", "sparse"}
     xs = rand_leaves(m, 4)
     counts = m.diagram.counts()
@@ -232,7 +232,7 @@ def test_gradcheck(weights):
 
     w = m.weight.detach().clone().requires_grad_()
     mix = m.mixing.detach().clone().requires_grad_()
-    assert torch.autograd.gradcheck(f, (*xs, w, mix))
+    assert torch.autograd.gradcheck(f, (*xs, w, mix), fast_mode=True)
 
 
 def test_torchscript_matches_eager():
