@@ -28,6 +28,13 @@ from fusion.diagrams.symmetric import (
 IRS = "0e+1o+2e+3o"  # one copy of mace's coupling irreps for max_ell 3
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: intra-op threads only wait for each other on a busy machine."""
+    with single_thread():
+        yield
+
+
 @pytest.fixture(scope="module")
 def basis3() -> SymmetricBasis:
     return SymmetricBasis(IRS, "0e+1o+2e", 3)
