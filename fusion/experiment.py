@@ -178,6 +178,18 @@ def run_training(spec: RunSpec, log=print) -> dict:
     """Train ``spec.model/spec.variant`` on ``spec.dataset``; resumable; writes metrics.json."""
     import torch
 
+    # The model is built under the run's dtype; torch's global settings are restored after.
+    old_dtype, old_threads = torch.get_default_dtype(), torch.get_num_threads()
+    try:
+        return _run_training(spec, log)
+    finally:
+        torch.set_default_dtype(old_dtype)
+        torch.set_num_threads(old_threads)
+
+
+def _run_training(spec: RunSpec, log) -> dict:
+    import torch
+
     from fusion.data.graphs import GraphLoader
     from fusion.models.registry import build_model, check_model_name, count_parameters
     from fusion.train.metrics import write_metrics_json
