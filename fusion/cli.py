@@ -5,6 +5,7 @@
     fusion composition --spec JSON       # composition baseline -> metrics.json
     fusion train --spec JSON             # train one (dataset, model, variant, seed)
     fusion params --model mace --variant baseline [--hparams JSON]
+    fusion cards qm9-U0 --out results/tables/dataset_cards.md
     fusion aggregate METRICS... --out-dir results/tables
     fusion figures --summary results/tables/summary.csv --logs LOGS... --out-dir results/figures
 
@@ -74,6 +75,25 @@ def _cmd_params(args) -> None:
     print(count_parameters(model))
 
 
+def _cmd_cards(args) -> None:
+    from pathlib import Path
+
+    from fusion.data.registry import dataset_card
+
+    lines = ["# Dataset cards", ""]
+    for key in args.datasets:
+        card = dataset_card(key)
+        lines += [f"## {key}", "", "| field | value |", "|:---|:---|"]
+        for field, value in card.items():
+            text = str(value).replace("|", "\\|")
+            lines.append(f"| {field} | {text} |")
+        lines.append("")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines))
+    print(f"wrote {out}")
+
+
 def _cmd_aggregate(args) -> None:
     from fusion.analysis.aggregate import main_aggregate
 
@@ -111,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hparams", help="hyperparameters as JSON (defaults otherwise)")
     p.add_argument("--elements", default="1,6,7,8,9", help="atomic numbers, comma separated")
     p.set_defaults(func=_cmd_params)
+
+    p = sub.add_parser("cards", help="dataset cards (source, license, units, split) as markdown")
+    p.add_argument("datasets", nargs="+")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_cards)
 
     p = sub.add_parser("aggregate", help="metrics.json files -> summary and comparison tables")
     p.add_argument("metrics", nargs="+")

@@ -25,3 +25,37 @@ rule figures:
     shell:
         "fusion figures --summary {input.summary} --logs {input.logs} "
         "--out-dir results/figures 2>&1 | tee {log}"
+
+
+rule dataset_cards:
+    output:
+        report(
+            "results/tables/dataset_cards.md",
+            caption="../report/dataset_cards.rst",
+            category="Datasets",
+        ),
+    params:
+        datasets=config["datasets"],
+    log:
+        "results/logs/dataset_cards.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "fusion cards {params.datasets} --out {output} 2>&1 | tee {log}"
+
+
+rule product_benchmark_figure:
+    input:
+        "results/benchmarks/product.png",
+    output:
+        report(
+            "results/figures/product_speedup.png",
+            caption="../report/product_benchmark.rst",
+            category="Kernels",
+        ),
+    log:
+        "results/logs/product_benchmark_figure.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "cp {input} {output} 2>&1 | tee {log}"
