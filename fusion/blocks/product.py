@@ -37,82 +37,40 @@ from e3nn import o3
 from e3nn.util.jit import compile_mode
 from torch import nn
 
-from fusion.diagrams.symmetric import (
-    KernelLayout,
-    SymmetricBasis,
-    coupling_irreps,
-    n_monomials,
-)
+from fusion.diagrams.symmetric import KernelLayout, SymmetricBasis, coupling_irreps
 
-__all__ = ["FusionProduct", "fold_kernel", "split_fold", "symmetric_product"]
+__all__ = ["FusionProduct", "fold_kernel", "kernel_plan", "symmetric_product"]
 
 
 # --------------------------------------------------------------------------------------
-# Kernel plan: the plain-int description of the layout the kernel loops over
+# Kernel
 # --------------------------------------------------------------------------------------
-def _plan(layout: KernelLayout) -> dict:
-    """Python ints only (TorchScript-friendly lists)."""
-    D, top = layout.D, layout.top
-    # Degree-d rows (d >= 2) with largest index m: x_m * rows[prev_off : prev_off + cnt].
-    grow_deg: list[list[list[int]]] = []  # per degree: [dst, src, cnt, m]
-    for d in range(2, top + 1):
-        dst, entries = layout.row_offset[d], []
-        for m in range(D):
-            cnt = n_monomials(m + 1, d - 1)
-            entries.append([dst, layout.row_offset[d - 1], cnt, m])
-            dst += cnt
-        grow_deg.append(entries)
-    grow = [g for entries in grow_deg for g in entries]
-    blocks = [[s, e, R, off] for (s, e), R, off in zip(layout.blocks, layout.R, layout.offsets)]
+def kernel_plan(layout: KernelLayout) -> dict:
+    """Plain-int description of the layout (TorchScript-friendly) plus its index tensors."""
     return {
-        "D": D,
         "M": layout.M,
-        "n_rows": layout.n_rows,
-        "grow": grow,
-        "grow_deg": grow_deg,
-        "blocks": blocks,
+        "classes": [list(c) for c in layout.classes],  # [p0, p1, r0, r1, offset]
+        "row_index": torch.tensor(layout.row_index, dtype=torch.long),  # [top, R] into [1, x]
+        "pair_kx": torch.tensor(layout.pair_k, dtype=torch.long) + 1,  # [P] into [1, x]
+        "pair_m": torch.tensor(layout.pair_m, dtype=torch.long),  # [P]
     }
 
 
-def split_fold(U: torch.Tensor, plan: dict) -> list[torch.Tensor]:
-    """``U [P, Q]`` (:meth:`KernelLayout.fold`) -> per-block ``U_b [P, d_b*M*R_b]``."""
-    return [
-        U[:, off : off + (t - s) * plan["M"] * R].contiguous() for s, t, R, off in plan["blocks"]
-    ]
-
-
-def fold_kernel(W: torch.Tensor, Us: list[torch.Tensor], plan: dict) -> list[torch.Tensor]:
-    """Path weights ``W [E, P, C]`` -> kernel blocks ``K_b [E, C, d_b*M, R_b]`` (contiguous)."""
+def fold_kernel(W: torch.Tensor, U: torch.Tensor, classes: list[list[int]]) -> list[torch.Tensor]:
+    """Path weights ``W [E, P_paths, C]`` -> per-class kernels ``K [E, C, P_cls, R_cls]``."""
     E, _, C = W.shape
-    Wt = W.transpose(1, 2)  # [E, C, P]
-    return [
-        torch.matmul(Wt, Ub).view(E, C, (blk[1] - blk[0]) * plan["M"], blk[2])
-        for Ub, blk in zip(Us, plan["blocks"])
-    ]
+    Wt = W.transpose(1, 2)  # [E, C, P_paths]
+    Ks: list[torch.Tensor] = []
+    for cl in classes:
+        p0, p1, r0, r1, off = cl[0], cl[1], cl[2], cl[3], cl[4]
+        n = (p1 - p0) * (r1 - r0)
+        Ks.append(torch.matmul(Wt, U[:, off : off + n]).view(E, C, p1 - p0, r1 - r0))
+    return Ks
 
 
-def _rows_inplace(a: torch.Tensor, plan: dict) -> torch.Tensor:
-    """``a [c, D, n]`` -> rows ``[c, n_rows, n]`` = [1 | a | degree-2 | ...] (no autograd)."""
-    c, D, n = a.shape
-    buf = a.new_empty(c, plan["n_rows"], n)
-    buf[:, 0].fill_(1.0)
-    if plan["n_rows"] > 1:  # correlation 1 needs the constant row only
-        buf[:, 1 : 1 + D].copy_(a)
-    for dst, src, cnt, m in plan["grow"]:
-        torch.mul(buf[:, src : src + cnt], a[:, m : m + 1], out=buf[:, dst : dst + cnt])
-    return buf
-
-
-def _rows_autograd(a: torch.Tensor, grow_deg: list[list[list[int]]]) -> torch.Tensor:
-    """Same as :func:`_rows_inplace` with differentiable ops (TorchScript, double backward)."""
-    rows = torch.cat([torch.ones_like(a[:, :1]), a], dim=1)
-    for entries in grow_deg:  # one degree at a time: its rows only use lower degrees
-        pieces = [rows]
-        for g in entries:
-            src, cnt, m = g[1], g[2], g[3]
-            pieces.append(rows[:, src : src + cnt] * a[:, m : m + 1])
-        rows = torch.cat(pieces, dim=1)
-    return rows
+def _factors(ae: torch.Tensor, row_index: torch.Tensor) -> list[torch.Tensor]:
+    """``ae = [1, x] [c, 1+D, n]`` -> the ``top`` factors of every row, each ``[c, R, n]``."""
+    return [ae.index_select(1, row_index[t]) for t in range(row_index.shape[0])]
 
 
 def _segments(counts: list[int], node_chunk: int) -> list[list[int]]:
@@ -129,135 +87,160 @@ def _segments(counts: list[int], node_chunk: int) -> list[list[int]]:
     return segs
 
 
-def _forward_fast(A, Ks, segs, plan, channel_chunk: int, save_h: bool):
-    """``A [C, D, N]`` (nodes grouped by element), ``Ks[b] [E, C, d_b*M, R_b]`` -> ``[C, M, N]``.
+def _chunks(C: int, channel_chunk: int) -> list[list[int]]:
+    return [[c0, min(c0 + channel_chunk, C)] for c0 in range(0, C, channel_chunk)]
 
-    Every GEMM writes a fresh contiguous tensor: ``bmm(out=<strided view>)`` silently falls
-    back to one small GEMM per channel (measured: 2x slower).
+
+def _forward_fast(Ae, Ks, segs, plan, channel_chunk: int, save_h: bool):
+    """``Ae = [1, A] [C, 1+D, N]`` (nodes grouped by element) -> ``out [C, M, N]``.
+
+    Per (node range, channel chunk): rows = products of gathered factors; one batched GEMM per
+    reflection class (``K_cls [c, P_cls, R_cls] @ rows[cls] [c, R_cls, n]``, fresh contiguous
+    outputs: ``bmm(out=<strided view>)`` silently falls back to one GEMM per channel);
+    ``out[m] += x_k H[(k, m)]`` with one index_add.
     """
-    C, D, N = A.shape
-    M = plan["M"]
-    out = A.new_empty(C, M, N)
-    hs = []  # per (segment, chunk, block): H_b, kept for the backward's direct term
+    C, _, N = Ae.shape
+    ri, pkx, pm = plan["row_index"], plan["pair_kx"], plan["pair_m"]
+    out = Ae.new_zeros(C, plan["M"], N)
+    hs = []
     for e, n0, n1 in segs:
-        n = n1 - n0
-        for c0 in range(0, C, channel_chunk):
-            c1 = min(c0 + channel_chunk, C)
-            a = A[c0:c1, :, n0:n1]  # [c, D, n]
-            rows = _rows_inplace(a, plan)  # [c, n_rows, n]
-            o = out[c0:c1, :, n0:n1]  # [c, M, n]
-            for b, (s, t, R, _) in enumerate(plan["blocks"]):
-                h = torch.bmm(Ks[b][e, c0:c1], rows[:, :R])  # [c, d_b*M, n]
-                # out[m] = sum_k A_k H[k, m]
-                part = (h.view(c1 - c0, t - s, M, n) * a[:, s:t].unsqueeze(2)).sum(1)
-                if b == 0:
-                    o.copy_(part)
-                else:
-                    o.add_(part)
-                if save_h:
-                    hs.append(h)
+        for c0, c1 in _chunks(C, channel_chunk):
+            ae = Ae[c0:c1, :, n0:n1]  # [c, 1+D, n]
+            f = _factors(ae, ri)
+            rows = f[0] if len(f) == 1 else torch.mul(f[0], f[1])
+            for t in range(2, len(f)):
+                rows.mul_(f[t])  # [c, R, n]
+            h = torch.cat(
+                [
+                    torch.bmm(K[e, c0:c1], rows[:, r0:r1])
+                    for K, (_, _, r0, r1, _) in zip(Ks, plan["classes"])
+                ],
+                dim=1,
+            )  # [c, P, n]
+            out[c0:c1, :, n0:n1].index_add_(1, pm, h * ae.index_select(1, pkx))
+            if save_h:
+                hs.append(h)
     return out, hs
 
 
-def _backward_fast(G, A, Ks, hs, segs, plan, channel_chunk: int, need_a: bool, need_k: bool):
-    """Gradients of :func:`_forward_fast` w.r.t. A and the kernel blocks (no autograd graph)."""
-    C, D, N = A.shape
-    M = plan["M"]
-    gA = torch.empty_like(A) if need_a else None
+def _backward_fast(G, Ae, Ks, hs, segs, plan, channel_chunk: int, need_a: bool, need_k: bool):
+    """Gradients of :func:`_forward_fast` w.r.t. ``Ae`` and the class kernels (no graph)."""
+    C, De, N = Ae.shape
+    ri, pkx, pm = plan["row_index"], plan["pair_kx"], plan["pair_m"]
+    gAe = torch.zeros_like(Ae) if need_a else None
     gKs = [torch.zeros_like(K) for K in Ks] if need_k else None
     i = 0
     for e, n0, n1 in segs:
-        n = n1 - n0
-        for c0 in range(0, C, channel_chunk):
-            c1 = min(c0 + channel_chunk, C)
-            c = c1 - c0
-            a = A[c0:c1, :, n0:n1]  # [c, D, n]
-            g = G[c0:c1, :, n0:n1]  # [c, M, n]
-            rows = _rows_inplace(a, plan)  # [c, n_rows, n]
-            grows = a.new_zeros(c, plan["n_rows"], n) if need_a else None
-            ga = a.new_empty(c, D, n) if need_a else None
-            for b, (s, t, R, _) in enumerate(plan["blocks"]):
-                # dL/dH_b[k, m] = A_k g_m  [c, d_b*M, n]
-                dh = (a[:, s:t].unsqueeze(2) * g.unsqueeze(1)).view(c, (t - s) * M, n)
-                if need_k:  # dK_b += dH_b rows_b^T  [c, d_b*M, R]
-                    gKs[b][e, c0:c1].baddbmm_(dh, rows[:, :R].transpose(1, 2))
-                if need_a:
-                    # rows_b gets K_b^T dH_b  [c, R, n]
-                    grows[:, :R] += torch.bmm(Ks[b][e, c0:c1].transpose(1, 2), dh)
-                    # direct term: dL/dA_k = sum_m H_b[k, m] g_m (H_b recomputed if not kept)
-                    h = hs[i + b] if hs else torch.bmm(Ks[b][e, c0:c1], rows[:, :R])
-                    torch.sum(h.view(c, t - s, M, n) * g.unsqueeze(1), dim=2, out=ga[:, s:t])
-            i += len(plan["blocks"])
-            if not need_a:
-                continue
-            # back through the row construction, top degree first
-            for dst, src, cnt, m in reversed(plan["grow"]):
-                gr = grows[:, dst : dst + cnt]  # [c, cnt, n]
-                grows[:, src : src + cnt].addcmul_(gr, a[:, m : m + 1])
-                ga[:, m] += (gr * rows[:, src : src + cnt]).sum(1)
-            if plan["n_rows"] > 1:
-                ga += grows[:, 1 : 1 + D]
-            gA[c0:c1, :, n0:n1] = ga
-    return gA, gKs
+        for c0, c1 in _chunks(C, channel_chunk):
+            ae = Ae[c0:c1, :, n0:n1]  # [c, 1+D, n]
+            gm = G[c0:c1, :, n0:n1].index_select(1, pm)  # dL/dout[m] per pair  [c, P, n]
+            dh = gm * ae.index_select(1, pkx)  # dL/dH  [c, P, n]
+            f = _factors(ae, ri)
+            rows = f[0] if len(f) == 1 else torch.mul(f[0], f[1])
+            for t in range(2, len(f)):
+                rows.mul_(f[t])
+            grows = []
+            for b, (p0, p1, r0, r1, _) in enumerate(plan["classes"]):
+                if need_k:  # dK += dH rows^T  [c, P_cls, R_cls]
+                    gKs[b][e, c0:c1].baddbmm_(dh[:, p0:p1], rows[:, r0:r1].transpose(1, 2))
+                if need_a:  # d rows = K^T dH  [c, R_cls, n]
+                    grows.append(torch.bmm(Ks[b][e, c0:c1].transpose(1, 2), dh[:, p0:p1]))
+            if need_a:
+                gae = gAe[c0:c1, :, n0:n1]
+                # direct term of out[m] = sum_k x_k H[(k, m)] (H recomputed if not kept)
+                if hs:
+                    h = hs[i]
+                else:
+                    h = torch.cat(
+                        [
+                            torch.bmm(K[e, c0:c1], rows[:, r0:r1])
+                            for K, (_, _, r0, r1, _) in zip(Ks, plan["classes"])
+                        ],
+                        dim=1,
+                    )
+                gae.index_add_(1, pkx, h * gm)
+                gr = torch.cat(grows, dim=1)  # [c, R, n]
+                for t in range(len(f)):  # rows = prod_t f_t
+                    other = None
+                    for u in range(len(f)):
+                        if u != t:
+                            other = f[u] if other is None else other * f[u]
+                    gae.index_add_(1, ri[t], gr if other is None else gr * other)
+            i += 1
+    return gAe, gKs
 
 
 def _forward_autograd(
-    A: torch.Tensor,
+    Ae: torch.Tensor,
     Ks: list[torch.Tensor],
     segs: list[list[int]],
-    plan_blocks: list[list[int]],
-    grow_deg: list[list[list[int]]],
+    classes: list[list[int]],
+    row_index: torch.Tensor,
+    pair_kx: torch.Tensor,
+    pair_m: torch.Tensor,
     M: int,
 ) -> torch.Tensor:
-    """Reference algorithm with differentiable ops (TorchScript, double backward)."""
-    C, D, N = A.shape
+    """The same algorithm with differentiable ops (TorchScript, double backward, reference)."""
+    C = Ae.shape[0]
     outs: list[torch.Tensor] = []
     for seg in segs:
         e, n0, n1 = seg[0], seg[1], seg[2]
-        a = A[:, :, n0:n1]
-        rows = _rows_autograd(a, grow_deg)
-        o = torch.zeros_like(a[:, :M])
-        for b, blk in enumerate(plan_blocks):
-            s, t, R = blk[0], blk[1], blk[2]
-            h = torch.bmm(Ks[b][e], rows[:, :R])  # [C, d_b*M, n]
-            o = o + (h.view(C, t - s, M, n1 - n0) * a[:, s:t].unsqueeze(2)).sum(1)
-        outs.append(o)
+        ae = Ae[:, :, n0:n1]
+        rows = ae.index_select(1, row_index[0])
+        for t in range(1, row_index.shape[0]):
+            rows = rows * ae.index_select(1, row_index[t])
+        hs: list[torch.Tensor] = []
+        for b, cl in enumerate(classes):
+            hs.append(torch.bmm(Ks[b][e], rows[:, cl[2] : cl[3]]))
+        h = torch.cat(hs, dim=1)
+        prod = h * ae.index_select(1, pair_kx)
+        outs.append(
+            torch.zeros(C, M, n1 - n0, dtype=Ae.dtype, device=Ae.device).index_add(1, pair_m, prod)
+        )
     return torch.cat(outs, dim=2)
 
 
 class _SymmetricProductFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, A, segs, plan, channel_chunk, save_h, *Ks):
-        out, hs = _forward_fast(A, Ks, segs, plan, channel_chunk, save_h and A.requires_grad)
-        ctx.save_for_backward(A, *Ks)
+    def forward(ctx, Ae, segs, plan, channel_chunk, save_h, *Ks):
+        out, hs = _forward_fast(Ae, Ks, segs, plan, channel_chunk, save_h and Ae.requires_grad)
+        ctx.save_for_backward(Ae, *Ks)
         ctx.hs, ctx.segs, ctx.plan, ctx.cc = hs, segs, plan, channel_chunk
         return out
 
     @staticmethod
     def backward(ctx, G):
-        A, *Ks = ctx.saved_tensors
+        Ae, *Ks = ctx.saved_tensors
         need_a, need_k = ctx.needs_input_grad[0], any(ctx.needs_input_grad[5:])
+        plan = ctx.plan
         if torch.is_grad_enabled():
             # create_graph=True (e.g. forces in training): differentiate the same algorithm
             # written with differentiable ops, so second derivatives are exact.
             with torch.enable_grad():
                 out = _forward_autograd(
-                    A, Ks, ctx.segs, ctx.plan["blocks"], ctx.plan["grow_deg"], ctx.plan["M"]
+                    Ae,
+                    Ks,
+                    ctx.segs,
+                    plan["classes"],
+                    plan["row_index"],
+                    plan["pair_kx"],
+                    plan["pair_m"],
+                    plan["M"],
                 )
-                inputs = ([A] if need_a else []) + (Ks if need_k else [])
+                inputs = ([Ae] if need_a else []) + (Ks if need_k else [])
                 grads = list(torch.autograd.grad(out, inputs, G, create_graph=True))
             gA = grads.pop(0) if need_a else None
             gKs = grads if need_k else [None] * len(Ks)
         else:
             gA, gKs = _backward_fast(
-                G.contiguous(), A, Ks, ctx.hs, ctx.segs, ctx.plan, ctx.cc, need_a, need_k
+                G.contiguous(), Ae, Ks, ctx.hs, ctx.segs, plan, ctx.cc, need_a, need_k
             )
             gKs = gKs if need_k else [None] * len(Ks)
         ctx.hs = None
         return (gA, None, None, None, None, *gKs)
 
 
-# Keep H (``[C, D*M, N]``) for the backward below this size, else recompute it (one GEMM more).
+# Keep H (``[C, P, N]``) for the backward below this size, else recompute it (one GEMM more).
 SAVE_H_MAX_BYTES = 1 << 28
 
 
@@ -273,21 +256,34 @@ def symmetric_product(
     """Folded symmetric contraction on element-grouped nodes.
 
     ``A [C, D, N]``: features, nodes sorted by element, ``counts[e]`` nodes of element e;
-    ``Ks[b] [E, C, d_b*M, R_b]``: folded kernel per last-leaf block (:func:`fold_kernel`);
-    returns ``[C, M, N]``. ``channel_chunk``/``node_chunk`` <= 0 picks the device default
-    (CPU: 16 channels x 512 nodes, a few MB of rows per GEMM; GPU: everything at once).
-    ``fast=False`` runs the same algorithm with plain autograd ops (reference).
+    ``Ks``: per-class kernels (:func:`fold_kernel`); returns ``[C, M, N]``.
+    ``channel_chunk``/``node_chunk`` <= 0 picks the device default (CPU: see
+    ``CPU_CHUNKS``; GPU: everything at once). ``fast=False``: plain autograd ops.
     """
     C, D, N = A.shape
     if channel_chunk <= 0:
-        channel_chunk = C if A.is_cuda else 16
+        channel_chunk = C if A.is_cuda else CPU_CHUNKS[0]
     if node_chunk <= 0:
-        node_chunk = N if A.is_cuda else 512
+        node_chunk = N if A.is_cuda else CPU_CHUNKS[1]
     segs = _segments(counts, max(node_chunk, 1))
+    Ae = torch.cat([A.new_ones(C, 1, N), A], dim=1)  # [C, 1+D, N]: row factors index [1, x]
     if not fast:
-        return _forward_autograd(A, Ks, segs, plan["blocks"], plan["grow_deg"], plan["M"])
-    save_h = C * D * plan["M"] * N * A.element_size() <= SAVE_H_MAX_BYTES
-    return _SymmetricProductFn.apply(A, segs, plan, channel_chunk, save_h, *Ks)
+        return _forward_autograd(
+            Ae,
+            Ks,
+            segs,
+            plan["classes"],
+            plan["row_index"],
+            plan["pair_kx"],
+            plan["pair_m"],
+            plan["M"],
+        )
+    save_h = C * len(plan["pair_m"]) * N * A.element_size() <= SAVE_H_MAX_BYTES
+    return _SymmetricProductFn.apply(Ae, segs, plan, channel_chunk, save_h, *Ks)
+
+
+# (channels, nodes) per CPU tile: measured in docs/fusion-product.md
+CPU_CHUNKS = (8, 512)
 
 
 # --------------------------------------------------------------------------------------
@@ -299,8 +295,8 @@ def _cached_basis(
 ) -> tuple[SymmetricBasis, KernelLayout, torch.Tensor]:
     """Set-up shared by every layer with the same irreps (a MACE builds one per layer)."""
     sb = SymmetricBasis(irs, outs, correlation, basis=basis, lmax_internal=lmax_internal)
-    layout = KernelLayout(sb.irs, sb.irreps_out, correlation)
-    return sb, layout, layout.fold(sb)
+    layout = KernelLayout(sb)
+    return sb, layout, layout.fold()
 
 
 @compile_mode("script")
@@ -369,18 +365,25 @@ class FusionProduct(nn.Module):
         outs_s = "+".join(str(ir) for ir in outs)
         sb, layout, U = _cached_basis(irs_s, outs_s, self.correlation, basis, lmax_internal)
         self.symmetric_basis, self.layout = sb, layout
-        self.plan = _plan(layout)
-        # TorchScript-typed copies of the plan
-        self._blocks: list[list[int]] = self.plan["blocks"]
-        self._grow_deg: list[list[list[int]]] = self.plan["grow_deg"]
+        plan = kernel_plan(layout)
+        self._classes: list[list[int]] = plan["classes"]
         self._M: int = layout.M
-        self._D: int = layout.D
         self._out_dims: list[int] = [ir.dim for ir in outs]
+        for name in ("row_index", "pair_kx", "pair_m"):
+            self.register_buffer(name, plan[name], persistent=False)
         dtype = torch.get_default_dtype()
         # [P, Q]: blocks [P, d_b*M*R_b] side by side. Derived data (not in the state dict);
         # re-cast from the exact float64 copy on every .to()/.double() (see _apply).
         self._fold64 = U
         self.register_buffer("fold", U.to(dtype), persistent=False)
+        # kernel output row (c * M + m) of each column of mace's layout (irrep, c, m)
+        out_rows = [
+            c * layout.M + sl.start + m
+            for sl in layout.out_slices
+            for c in range(C)
+            for m in range(sl.stop - sl.start)
+        ]
+        self.register_buffer("out_rows", torch.tensor(out_rows), persistent=False)
 
         E, P = self.num_elements, sb.num_paths
         # (start, stop) of each (output irrep, nu) group in the path axis
@@ -446,11 +449,21 @@ class FusionProduct(nn.Module):
 
     # ---- forward -----------------------------------------------------------------------
     @torch.jit.unused
+    def _plan(self) -> dict:
+        return {
+            "M": self._M,
+            "classes": self._classes,
+            "row_index": self.row_index,
+            "pair_kx": self.pair_kx,
+            "pair_m": self.pair_m,
+        }
+
+    @torch.jit.unused
     def _contract_fast(
         self, A: torch.Tensor, Ks: list[torch.Tensor], counts: list[int]
     ) -> torch.Tensor:
         return symmetric_product(
-            A, Ks, counts, self.plan, self.channel_chunk, self.node_chunk, fast=True
+            A, Ks, counts, self._plan(), self.channel_chunk, self.node_chunk, fast=True
         )
 
     def forward(
@@ -459,6 +472,14 @@ class FusionProduct(nn.Module):
         sc: torch.Tensor | None,
         node_attrs: torch.Tensor,
     ) -> torch.Tensor:
+        out = self.linear(self.product_basis(node_feats, node_attrs))
+        if self.use_sc and sc is not None:
+            return out + sc
+        return out
+
+    def product_basis(self, node_feats: torch.Tensor, node_attrs: torch.Tensor) -> torch.Tensor:
+        """``[N, C, D]`` -> ``[N, irreps_out.dim]`` before the linear (mace's
+        ``SymmetricContraction`` output, same layout)."""
         N, C = node_feats.shape[0], node_feats.shape[1]
         E, M = self.num_elements, self._M
         if self.use_agnostic_product:
@@ -468,37 +489,35 @@ class FusionProduct(nn.Module):
         # group nodes by element: one GEMM per (element, block)
         perm = torch.argsort(elem, stable=True)
         counts: list[int] = torch.bincount(elem, minlength=E).tolist()
-        A = node_feats.index_select(0, perm).permute(1, 2, 0).contiguous()  # [C, D, N]
+        # row gather + one 2-D transpose (a 3-D permute-copy was 5x slower)
+        D = node_feats.shape[2]
+        A = node_feats.reshape(N, C * D).index_select(0, perm).t().contiguous().view(C, D, N)
         W = self.path_weights()  # [E, P, C]
-        Wt = W.transpose(1, 2)  # [E, C, P]
-        Ks: list[torch.Tensor] = []
-        for blk in self._blocks:
-            s, t, R, off = blk[0], blk[1], blk[2], blk[3]
-            Ub = self.fold[:, off : off + (t - s) * M * R]  # [P, d_b*M*R_b]
-            Ks.append(torch.matmul(Wt, Ub).view(E, C, (t - s) * M, R))  # [E, C, d_b*M, R_b]
+        Ks = fold_kernel(W, self.fold, self._classes)  # [E, C, P_cls, R_cls] per class
         if N == 0:
             out = node_feats.new_zeros(C, M, 0)
         elif self.fast and not torch.jit.is_scripting():
             out = self._contract_fast(A, Ks, counts)
         else:
             chunk = self.node_chunk if self.node_chunk > 0 else N
+            Ae = torch.cat([A.new_ones(C, 1, N), A], dim=1)  # [C, 1+D, N]
             out = _forward_autograd(
-                A, Ks, _segments(counts, chunk), self._blocks, self._grow_deg, M
+                Ae,
+                Ks,
+                _segments(counts, chunk),
+                self._classes,
+                self.row_index,
+                self.pair_kx,
+                self.pair_m,
+                M,
             )
         # [C, M, N] (element order) -> [N, C, M] (input order) -> mace layout [N, sum C*(2l+1)]
         inv = torch.empty_like(perm)
         inv[perm] = torch.arange(N, device=perm.device)
-        out = out.permute(2, 0, 1).index_select(0, inv)
-        pieces: list[torch.Tensor] = []
-        m0 = 0
-        for d in self._out_dims:
-            pieces.append(out[:, :, m0 : m0 + d].reshape(N, C * d))
-            m0 += d
-        out = torch.cat(pieces, dim=1)
-        out = self.linear(out)
-        if self.use_sc and sc is not None:
-            return out + sc
-        return out
+        rows = out.reshape(C * M, N)
+        if len(self._out_dims) > 1:  # (c, m) rows -> mace's order (irrep, c, m)
+            rows = rows.index_select(0, self.out_rows)
+        return rows.t().contiguous().index_select(0, inv)  # [N, C*M]
 
     def extra_repr(self) -> str:
         return (

@@ -9,7 +9,7 @@ import torch
 from e3nn import o3
 from e3nn.util import jit
 
-from fusion.blocks.product import FusionProduct, _plan, fold_kernel, split_fold, symmetric_product
+from fusion.blocks.product import FusionProduct, fold_kernel, kernel_plan, symmetric_product
 from fusion.diagrams.symmetric import KernelLayout, SymmetricBasis, path_tensor, single_thread
 
 F64 = torch.float64
@@ -76,9 +76,9 @@ def _dense_reference(x, elem, W, sb):
 @pytest.mark.parametrize("corr,outs", [(1, "0e+1o"), (2, "0e+2e"), (3, "0e+1o+2e")])
 def test_kernel_matches_dense_paths(corr, outs):
     sb = SymmetricBasis(IRS, outs, corr)
-    lay = KernelLayout(sb.irs, sb.irreps_out, corr)
-    plan = _plan(lay)
-    Us = split_fold(lay.fold(sb), plan)
+    lay = KernelLayout(sb)
+    plan = kernel_plan(lay)
+    U = lay.fold()
     E, C, N = 3, 4, 29
     g = torch.Generator().manual_seed(1)
     W = torch.randn(E, sb.num_paths, C, generator=g, dtype=F64)
@@ -88,7 +88,7 @@ def test_kernel_matches_dense_paths(corr, outs):
     perm = torch.argsort(elem, stable=True)
     counts = torch.bincount(elem, minlength=E).tolist()
     A = x[perm].permute(1, 2, 0).contiguous()
-    Ks = fold_kernel(W, Us, plan)
+    Ks = fold_kernel(W, U, plan["classes"])
     for fast, cc, nc in [(True, 3, 5), (True, 0, 0), (False, 0, 7)]:
         out = torch.empty_like(ref)
         out[perm] = symmetric_product(A, Ks, counts, plan, cc, nc, fast=fast).permute(2, 0, 1)
@@ -97,11 +97,11 @@ def test_kernel_matches_dense_paths(corr, outs):
 
 def _small_problem(corr=3, outs="0e+1o", C=3, N=13, E=2, seed=0):
     sb = SymmetricBasis(IRS, outs, corr)
-    lay = KernelLayout(sb.irs, sb.irreps_out, corr)
-    plan = _plan(lay)
+    lay = KernelLayout(sb)
+    plan = kernel_plan(lay)
     g = torch.Generator().manual_seed(seed)
     W = torch.randn(E, sb.num_paths, C, generator=g, dtype=F64)
-    Ks = [k.clone().requires_grad_() for k in fold_kernel(W, split_fold(lay.fold(sb), plan), plan)]
+    Ks = [k.clone().requires_grad_() for k in fold_kernel(W, lay.fold(), plan["classes"])]
     A = torch.randn(C, 16, N, generator=g, dtype=F64, requires_grad=True)
     counts = [N // 2, N - N // 2]
     return A, Ks, counts, plan

@@ -16,11 +16,10 @@ from fusion.diagrams.symmetric import (
     KernelLayout,
     SymmetricBasis,
     enumerate_chain_paths,
-    irreps_slices,
     monomial_values,
-    monomials,
     path_tensor,
     random_path_values,
+    reflection_signatures,
     single_thread,
     symmetric_coefficients,
 )
@@ -169,11 +168,20 @@ def test_internal_cap_keeps_a_subset():
         assert all(lab.l <= 2 for p in gc.all_paths for lab in p.labels[1:-1])
 
 
-def test_kernel_layout_prefix_rows():
-    """Block b of the last leaf only needs rows whose indices are all <= its last index."""
-    lay = KernelLayout([ir for _, ir in o3.Irreps(IRS)], [o3.Irrep("0e")], 3)
-    assert lay.R == [18, 27, 62, 153] and lay.n_rows == 1 + 16 + 136
-    top = monomials(16, 2)
-    for (_, stop), R in zip(lay.blocks, lay.R):
-        assert all(max(t) < stop for t in top[: R - 17])
-    assert [(s.start, s.stop) for s in irreps_slices(lay.irs)] == lay.blocks
+def test_kernel_layout_is_block_diagonal(basis3):
+    """Reflection classes make the folded kernel block diagonal: ~5x fewer multiply-adds."""
+    lay = KernelLayout(basis3)
+    assert reflection_signatures(basis3.irs) == [0, 1, 2, 4, 5, 3, 0, 6, 0, 1, 7, 1, 2, 4, 2, 4]
+    bd, dense = lay.dense_flops()
+    print(f"\nkernel multiply-adds per (node, channel): {bd} block-diagonal vs {dense} dense")
+    assert bd * 4 < dense
+    assert len(lay.rows) <= 1 + 16 + 136  # monomials of degree <= 2 (unused ones dropped)
+    U = lay.fold()
+    # every path lands inside its class blocks, and the blocks tile [0, Q)
+    assert (
+        lay.classes[-1][4]
+        + (lay.classes[-1][1] - lay.classes[-1][0]) * (lay.classes[-1][3] - lay.classes[-1][2])
+        == lay.Q
+        == U.shape[1]
+    )
+    assert (U.abs().sum(1) > 0).all()
