@@ -27,6 +27,8 @@ demo: $(VENV)/.installed
 	@echo "report: results/report.html  tables: results/tables/comparison.md"
 
 test: $(VENV)/.installed
+	$(BIN)/ruff check fusion tests benchmarks
+	$(BIN)/snakefmt --check Snakefile workflow/rules
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
 
 lint: $(VENV)/.installed
