@@ -58,7 +58,7 @@ def register(model: str, variant: str) -> Callable[[Builder], Builder]:
 
 def _load_builtin_models() -> None:
     # Imported for their @register side effects.
-    from fusion.models import mace  # noqa: F401
+    from fusion.models import mace, mace_fusion  # noqa: F401
 
 
 def model_names() -> dict[str, tuple[str, ...]]:
