@@ -44,6 +44,7 @@ from fusion.blocks.product import FusionProduct
 COLUMNS = [
     "device",
     "threads",
+    "load",
     "dtype",
     "nodes",
     "elements",
@@ -168,6 +169,7 @@ def bench_case(C, outs, corr, dtype, mode, args, device) -> dict:
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
+        "load": f"{os.getloadavg()[0]:.1f}",  # 1-min load average: other processes' share
         "dtype": str(dtype).replace("torch.", ""),
         "nodes": N,
         "elements": E,

@@ -53,6 +53,7 @@ def kernel_plan(layout: KernelLayout) -> dict:
         "row_index": torch.tensor(layout.row_index, dtype=torch.long),  # [top, R] into [1, x]
         "pair_kx": torch.tensor(layout.pair_k, dtype=torch.long) + 1,  # [P] into [1, x]
         "pair_m": torch.tensor(layout.pair_m, dtype=torch.long),  # [P]
+        "rows_identity": layout.rows_identity,  # rows == [1, x]: skip the gather
     }
 
 
@@ -68,9 +69,17 @@ def fold_kernel(W: torch.Tensor, U: torch.Tensor, classes: list[list[int]]) -> l
     return Ks
 
 
-def _factors(ae: torch.Tensor, row_index: torch.Tensor) -> list[torch.Tensor]:
-    """``ae = [1, x] [c, 1+D, n]`` -> the ``top`` factors of every row, each ``[c, R, n]``."""
-    return [ae.index_select(1, row_index[t]) for t in range(row_index.shape[0])]
+def _rows(ae: torch.Tensor, plan: dict) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``ae = [1, x] [c, 1+D, n]`` -> rows ``[c, R, n]`` and their factors (each ``[c, R, n]``;
+    a row is the product of its factors, gathered from ``ae``)."""
+    if plan["rows_identity"]:
+        return ae, [ae]
+    ri = plan["row_index"]
+    f = [ae.index_select(1, ri[t]) for t in range(ri.shape[0])]
+    rows = f[0] if len(f) == 1 else torch.mul(f[0], f[1])
+    for t in range(2, len(f)):
+        rows.mul_(f[t])
+    return rows, f
 
 
 def _segments(counts: list[int], node_chunk: int) -> list[list[int]]:
@@ -100,23 +109,18 @@ def _forward_fast(Ae, Ks, segs, plan, channel_chunk: int, save_h: bool):
     ``out[m] += x_k H[(k, m)]`` with one index_add.
     """
     C, _, N = Ae.shape
-    ri, pkx, pm = plan["row_index"], plan["pair_kx"], plan["pair_m"]
+    pkx, pm = plan["pair_kx"], plan["pair_m"]
     out = Ae.new_zeros(C, plan["M"], N)
     hs = []
     for e, n0, n1 in segs:
         for c0, c1 in _chunks(C, channel_chunk):
             ae = Ae[c0:c1, :, n0:n1]  # [c, 1+D, n]
-            f = _factors(ae, ri)
-            rows = f[0] if len(f) == 1 else torch.mul(f[0], f[1])
-            for t in range(2, len(f)):
-                rows.mul_(f[t])  # [c, R, n]
-            h = torch.cat(
-                [
-                    torch.bmm(K[e, c0:c1], rows[:, r0:r1])
-                    for K, (_, _, r0, r1, _) in zip(Ks, plan["classes"])
-                ],
-                dim=1,
-            )  # [c, P, n]
+            rows, _ = _rows(ae, plan)  # [c, R, n]
+            hs_ = [
+                torch.bmm(K[e, c0:c1], rows[:, r0:r1])
+                for K, (_, _, r0, r1, _) in zip(Ks, plan["classes"])
+            ]
+            h = torch.cat(hs_, dim=1) if len(hs_) > 1 else hs_[0]  # [c, P, n]
             out[c0:c1, :, n0:n1].index_add_(1, pm, h * ae.index_select(1, pkx))
             if save_h:
                 hs.append(h)
@@ -135,10 +139,7 @@ def _backward_fast(G, Ae, Ks, hs, segs, plan, channel_chunk: int, need_a: bool, 
             ae = Ae[c0:c1, :, n0:n1]  # [c, 1+D, n]
             gm = G[c0:c1, :, n0:n1].index_select(1, pm)  # dL/dout[m] per pair  [c, P, n]
             dh = gm * ae.index_select(1, pkx)  # dL/dH  [c, P, n]
-            f = _factors(ae, ri)
-            rows = f[0] if len(f) == 1 else torch.mul(f[0], f[1])
-            for t in range(2, len(f)):
-                rows.mul_(f[t])
+            rows, f = _rows(ae, plan)
             grows = []
             for b, (p0, p1, r0, r1, _) in enumerate(plan["classes"]):
                 if need_k:  # dK += dH rows^T  [c, P_cls, R_cls]
@@ -159,7 +160,11 @@ def _backward_fast(G, Ae, Ks, hs, segs, plan, channel_chunk: int, need_a: bool, 
                         dim=1,
                     )
                 gae.index_add_(1, pkx, h * gm)
-                gr = torch.cat(grows, dim=1)  # [c, R, n]
+                gr = torch.cat(grows, dim=1) if len(grows) > 1 else grows[0]  # [c, R, n]
+                if plan["rows_identity"]:  # rows are ae itself
+                    gae.add_(gr)
+                    i += 1
+                    continue
                 for t in range(len(f)):  # rows = prod_t f_t
                     other = None
                     for u in range(len(f)):
@@ -186,7 +191,7 @@ def _forward_autograd(
     for seg in segs:
         e, n0, n1 = seg[0], seg[1], seg[2]
         ae = Ae[:, :, n0:n1]
-        rows = ae.index_select(1, row_index[0])
+        rows = ae.index_select(1, row_index[0])  # (a copy of ae when rows are [1, x])
         for t in range(1, row_index.shape[0]):
             rows = rows * ae.index_select(1, row_index[t])
         hs: list[torch.Tensor] = []
@@ -257,14 +262,19 @@ def symmetric_product(
 
     ``A [C, D, N]``: features, nodes sorted by element, ``counts[e]`` nodes of element e;
     ``Ks``: per-class kernels (:func:`fold_kernel`); returns ``[C, M, N]``.
-    ``channel_chunk``/``node_chunk`` <= 0 picks the device default (CPU: see
-    ``CPU_CHUNKS``; GPU: everything at once). ``fast=False``: plain autograd ops.
+    ``channel_chunk``/``node_chunk`` <= 0 picks the device default (CPU: tiles of about
+    ``CPU_TILE_BYTES``; GPU: everything at once). ``fast=False``: plain autograd ops.
     """
     C, D, N = A.shape
-    if channel_chunk <= 0:
-        channel_chunk = C if A.is_cuda else CPU_CHUNKS[0]
     if node_chunk <= 0:
-        node_chunk = N if A.is_cuda else CPU_CHUNKS[1]
+        node_chunk = N if A.is_cuda else CPU_NODE_CHUNK
+    if channel_chunk <= 0 and A.is_cuda:
+        channel_chunk = C
+    elif channel_chunk <= 0:  # tile of ~CPU_TILE_BYTES: rows + H + dH of c channels x n nodes
+        n = min(node_chunk, max(counts) if counts else 1)
+        R, P = plan["row_index"].shape[1], plan["pair_m"].shape[0]
+        per_channel = max(n, 1) * (R + 2 * P + D + 1) * A.element_size()
+        channel_chunk = max(1, min(C, CPU_TILE_BYTES // per_channel))
     segs = _segments(counts, max(node_chunk, 1))
     Ae = torch.cat([A.new_ones(C, 1, N), A], dim=1)  # [C, 1+D, N]: row factors index [1, x]
     if not fast:
@@ -282,8 +292,10 @@ def symmetric_product(
     return _SymmetricProductFn.apply(Ae, segs, plan, channel_chunk, save_h, *Ks)
 
 
-# (channels, nodes) per CPU tile: measured in docs/fusion-product.md
-CPU_CHUNKS = (8, 512)
+# CPU tiling (docs/fusion-product.md): nodes per range, bytes of working set per channel chunk
+# (8 channels x 333 nodes at lmax 3, correlation 3, float32 was the measured optimum).
+CPU_NODE_CHUNK = 512
+CPU_TILE_BYTES = 3 << 20
 
 
 # --------------------------------------------------------------------------------------
@@ -367,6 +379,7 @@ class FusionProduct(nn.Module):
         self.symmetric_basis, self.layout = sb, layout
         plan = kernel_plan(layout)
         self._classes: list[list[int]] = plan["classes"]
+        self._rows_identity: bool = plan["rows_identity"]
         self._M: int = layout.M
         self._out_dims: list[int] = [ir.dim for ir in outs]
         for name in ("row_index", "pair_kx", "pair_m"):
@@ -456,6 +469,7 @@ class FusionProduct(nn.Module):
             "row_index": self.row_index,
             "pair_kx": self.pair_kx,
             "pair_m": self.pair_m,
+            "rows_identity": self._rows_identity,
         }
 
     @torch.jit.unused

@@ -413,13 +413,15 @@ class KernelLayout:
     ``[(p0, p1, r0, r1, offset)]`` (pairs ``p0:p1`` x rows ``r0:r1``, flat offset in ``Q``).
     """
 
-    def __init__(self, basis: SymmetricBasis, use_signatures: bool = True):
+    def __init__(self, basis: SymmetricBasis, use_signatures: bool | None = None):
         self.basis = basis
         self.irs, self.irreps_out = list(basis.irs), list(basis.irreps_out)
         self.D, self.correlation = basis.D, basis.correlation
         self.top = self.correlation - 1  # highest row degree
         self.out_slices = irreps_slices(self.irreps_out)
         self.M = sum(ir.dim for ir in self.irreps_out)
+        if use_signatures is None:  # below correlation 3 the blocks are a few rows: one GEMM
+            use_signatures = self.correlation >= 3  # is faster than eight tiny ones (measured)
         sig = reflection_signatures(self.irs) if use_signatures else None
         sig_out = reflection_signatures(self.irreps_out) if sig is not None else None
         if sig is None or sig_out is None:
@@ -464,6 +466,8 @@ class KernelLayout:
         self.row_index = [
             [(r[t] + 1 if t < len(r) else 0) for r in self.rows] for t in range(width)
         ]
+        # rows are exactly [1, x] in order (correlation 2, one class): no gather needed
+        self.rows_identity = self.rows == [()] + [(i,) for i in range(self.D)]
         self._row_pos = {r: i for i, r in enumerate(self.rows)}
         self._pair_pos = {p: i for i, p in enumerate(self.pairs)}
         self._class_of_pair = [c for c, (a, b, *_) in enumerate(self.classes) for _ in range(a, b)]

@@ -129,8 +129,10 @@ def test_gradcheck_custom_function():
     assert torch.autograd.gradgradcheck(f, (A, *Ks), eps=1e-6, atol=1e-6, fast_mode=True)
 
 
-def test_custom_backward_equals_autograd_reference():
-    A, Ks, counts, plan = _small_problem(corr=3, outs="0e+1o+2e", C=5, N=41, E=2, seed=3)
+@pytest.mark.parametrize("corr", [2, 3])  # 2: one class, rows are [1, x] (no gather)
+def test_custom_backward_equals_autograd_reference(corr):
+    A, Ks, counts, plan = _small_problem(corr=corr, outs="0e+1o+2e", C=5, N=41, E=2, seed=3)
+    assert plan["rows_identity"] == (corr == 2)
     G = torch.randn(5, plan["M"], 41, dtype=F64)
     for save_h in (True, False):  # kept or recomputed H
         import fusion.blocks.product as product
