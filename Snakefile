@@ -18,9 +18,11 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/crosscheck.smk"
 
 
 rule all:
     default_target: True
     input:
         get_final_outputs,
+        get_crosscheck_outputs,
