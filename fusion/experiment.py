@@ -241,6 +241,9 @@ def _run_training(spec: RunSpec, log) -> dict:
     metrics.update(fragment)
     metrics["units"] = _base_metrics(spec, structures)["units"]
     metrics["n_params"] = n_params
+    # Widths chosen so a variant has <= the baseline's parameters (fusion variants).
+    if getattr(model, "fusion_info", None) is not None:
+        metrics["model_info"] = dict(model.fusion_info)
     if not all(math.isfinite(metrics["test"][k]) for k in ("mae", "rmse")):
         raise RuntimeError(f"non-finite test metrics for {spec.out_dir}: {metrics['test']}")
     write_metrics_json(out / "metrics.json", metrics)
