@@ -23,14 +23,6 @@ STATS = ModelStats(
 TINY = {"num_channels": 8, "max_L": 1, "max_ell": 2, "correlation": 2, "radial_MLP": [8]}
 
 
-@pytest.fixture(autouse=True)
-def float64_default():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
 def _water_batch(dtype=torch.float64):
     pos = torch.tensor([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]], dtype=dtype)
     onehot = torch.tensor([[0, 0, 1], [1, 0, 0], [1, 0, 0]], dtype=dtype)

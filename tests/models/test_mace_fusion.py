@@ -56,14 +56,6 @@ def models() -> dict:
         torch.set_default_dtype(old)
 
 
-@pytest.fixture(autouse=True)
-def float64_default():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
 # A methanol-like molecule (C, O, 3 H on C... shortened to 5 atoms) and a water.
 MOLECULES = [
     ([6, 8, 1, 1, 1], [[0.0, 0, 0], [1.42, 0.05, 0], [-0.36, 1.03, 0.1], [-0.4, -0.5, 0.9],
