@@ -6,12 +6,14 @@ the e3nn Linear and skip that follow are identical in both blocks and left out).
 uses its default independent path basis: the same function space with about a third of the
 weights (``tests/blocks/test_mace_mapping.py`` maps mace's weights onto it exactly).
 
-Timing: median over repeats, baseline and ours interleaved (alternating which goes first), so
-load from other processes hits both alike; ``speedup = baseline / fusion``. ``fwd`` runs under
-``torch.no_grad``; ``fwd+bwd`` takes gradients of a random projection of the output w.r.t. the
-features and all weights; ``train`` (opt-in: ``--modes train``) is the second-order pattern of
-training on forces: gradient w.r.t. the features with ``create_graph``, then the gradient of its
-square norm w.r.t. the weights. Peak memory: extra bytes allocated by torch during one call,
+Timing: baseline and ours interleaved in rounds (one baseline call, then up to 20 FusionProduct
+calls, alternating which goes first), so load from other processes hits both alike;
+``speedup`` = ratio of medians (``speedup_min``: of minima, the less load-sensitive one).
+``fwd`` runs under ``torch.no_grad``; ``fwd+bwd`` takes gradients of a random projection of the
+output w.r.t. the features and all weights; ``train`` (opt-in: ``--modes train``) is the
+second-order pattern of training on forces: gradient w.r.t. the features with
+``create_graph``, then the gradient of its square norm w.r.t. the weights.
+Peak memory: extra bytes allocated by torch during one call,
 from the profiler's allocation events on CPU and ``torch.cuda.max_memory_allocated`` on CUDA.
 
     python benchmarks/bench_product.py            # full grid (~10 min on 2 CPU cores)
@@ -57,12 +59,16 @@ COLUMNS = [
     "baseline_s",
     "fusion_s",
     "speedup",
+    "baseline_min_s",
+    "fusion_min_s",
+    "speedup_min",
     "baseline_peak_mb",
     "fusion_peak_mb",
     "baseline_params",
     "fusion_params",
     "param_ratio",
     "repeats",
+    "fusion_samples",
 ]
 
 
@@ -156,15 +162,18 @@ def bench_case(C, outs, corr, dtype, mode, args, device) -> dict:
         "baseline": _runner(mace, x, attrs, mode, mace_params),
         "fusion": _runner(fus.product_basis, x, attrs, mode, fus_params),
     }
-    for run in runs.values():  # warm-up (allocator, lazy init)
-        run()
-    times = {k: [] for k in runs}
+    warm = {k: _time(run, device) for k, run in runs.items()}  # warm-up (allocator, lazy init)
+    # Interleaved rounds: one baseline call and k fusion calls (k ~ their time ratio, <= 20), so
+    # the cheap side gets as many samples as its cost allows; the order alternates per round.
+    k = max(1, min(20, round(warm["baseline"] / max(warm["fusion"], 1e-9))))
+    times = {key: [] for key in runs}
     for rep in range(args.repeats):
-        order = ["baseline", "fusion"] if rep % 2 == 0 else ["fusion", "baseline"]
-        for k in order:
-            times[k].append(_time(runs[k], device))
-    peaks = {k: _peak_mb(run, device) for k, run in runs.items()}
+        for key in ["baseline", "fusion"] if rep % 2 == 0 else ["fusion", "baseline"]:
+            for _ in range(k if key == "fusion" else 1):
+                times[key].append(_time(runs[key], device))
+    peaks = {key: _peak_mb(run, device) for key, run in runs.items()}
     tb, tf = statistics.median(times["baseline"]), statistics.median(times["fusion"])
+    mb, mf = min(times["baseline"]), min(times["fusion"])
     nb, nf = sum(p.numel() for p in mace_params), sum(p.numel() for p in fus_params)
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -182,12 +191,16 @@ def bench_case(C, outs, corr, dtype, mode, args, device) -> dict:
         "baseline_s": f"{tb:.5f}",
         "fusion_s": f"{tf:.5f}",
         "speedup": f"{tb / tf:.2f}",
+        "baseline_min_s": f"{mb:.5f}",
+        "fusion_min_s": f"{mf:.5f}",
+        "speedup_min": f"{mb / mf:.2f}",
         "baseline_peak_mb": f"{peaks['baseline']:.1f}",
         "fusion_peak_mb": f"{peaks['fusion']:.1f}",
         "baseline_params": nb,
         "fusion_params": nf,
         "param_ratio": f"{nf / nb:.3f}",
         "repeats": args.repeats,
+        "fusion_samples": len(times["fusion"]),
     }
 
 

@@ -100,78 +100,108 @@ def _chunks(C: int, channel_chunk: int) -> list[list[int]]:
     return [[c0, min(c0 + channel_chunk, C)] for c0 in range(0, C, channel_chunk)]
 
 
-def _forward_fast(Ae, Ks, segs, plan, channel_chunk: int, save_h: bool):
-    """``Ae = [1, A] [C, 1+D, N]`` (nodes grouped by element) -> ``out [C, M, N]``.
+def _forward_tile(Ae, Ks, plan, e: int, n0: int, n1: int, c0: int, c1: int, out):
+    """One tile: ``out[c0:c1, :, n0:n1] += ...``; returns H ``[c, P, n]``.
 
-    Per (node range, channel chunk): rows = products of gathered factors; one batched GEMM per
-    reflection class (``K_cls [c, P_cls, R_cls] @ rows[cls] [c, R_cls, n]``, fresh contiguous
-    outputs: ``bmm(out=<strided view>)`` silently falls back to one GEMM per channel);
+    Rows = products of gathered factors; one batched GEMM per reflection class
+    (``K_cls [c, P_cls, R_cls] @ rows[cls] [c, R_cls, n]``, fresh contiguous outputs:
+    ``bmm(out=<strided view>)`` silently falls back to one GEMM per channel);
     ``out[m] += x_k H[(k, m)]`` with one index_add.
     """
+    ae = Ae[c0:c1, :, n0:n1]  # [c, 1+D, n]
+    rows, _ = _rows(ae, plan)  # [c, R, n]
+    hs = [
+        torch.bmm(K[e, c0:c1], rows[:, r0:r1]) for K, (_, _, r0, r1, _) in zip(Ks, plan["classes"])
+    ]
+    h = torch.cat(hs, dim=1) if len(hs) > 1 else hs[0]  # [c, P, n]
+    out[c0:c1, :, n0:n1].index_add_(1, plan["pair_m"], h * ae.index_select(1, plan["pair_kx"]))
+    return h
+
+
+def _backward_tile(G, Ae, Ks, h, plan, e, n0, n1, c0, c1, gAe, gKs, need_a, need_k):
+    """Gradients of one tile into ``gAe[c0:c1, :, n0:n1]`` and ``gKs[b][e, c0:c1]``."""
+    pkx = plan["pair_kx"]
+    ae = Ae[c0:c1, :, n0:n1]  # [c, 1+D, n]
+    gm = G[c0:c1, :, n0:n1].index_select(1, plan["pair_m"])  # dL/dout[m] per pair  [c, P, n]
+    dh = gm * ae.index_select(1, pkx)  # dL/dH  [c, P, n]
+    rows, f = _rows(ae, plan)
+    grows = []
+    for b, (p0, p1, r0, r1, _) in enumerate(plan["classes"]):
+        if need_k:  # dK += dH rows^T  [c, P_cls, R_cls]
+            gKs[b][e, c0:c1].baddbmm_(dh[:, p0:p1], rows[:, r0:r1].transpose(1, 2))
+        if need_a:  # d rows = K^T dH  [c, R_cls, n]
+            grows.append(torch.bmm(Ks[b][e, c0:c1].transpose(1, 2), dh[:, p0:p1]))
+    if not need_a:
+        return
+    gae = gAe[c0:c1, :, n0:n1]
+    if h is None:  # H was not kept: recompute (one GEMM per class more)
+        hs = [
+            torch.bmm(K[e, c0:c1], rows[:, r0:r1])
+            for K, (_, _, r0, r1, _) in zip(Ks, plan["classes"])
+        ]
+        h = torch.cat(hs, dim=1) if len(hs) > 1 else hs[0]
+    gae.index_add_(1, pkx, h * gm)  # direct term of out[m] = sum_k x_k H[(k, m)]
+    gr = torch.cat(grows, dim=1) if len(grows) > 1 else grows[0]  # [c, R, n]
+    if plan["rows_identity"]:  # rows are ae itself
+        gae.add_(gr)
+        return
+    ri = plan["row_index"]
+    for t in range(len(f)):  # rows = prod_t f_t
+        other = None
+        for u in range(len(f)):
+            if u != t:
+                other = f[u] if other is None else other * f[u]
+        gae.index_add_(1, ri[t], gr if other is None else gr * other)
+
+
+# Intra-op threads while CPU tiles run (0: torch's setting, the default). Tiles are small ops:
+# with OpenMP threads inside every op, one core busy with another process stalls every op's
+# barrier - on this shared 2-core machine 2 threads were 2-7x slower than 1 (1 here halved it;
+# the rest is the module's other small ops). A pool of Python threads over tiles was no
+# better (GIL hand-offs under load). On a shared machine prefer torch.set_num_threads(1).
+CPU_TILE_THREADS = 0
+
+
+def _run_tiles(fn, n_segs: int, n_chunks: int, on_cpu: bool) -> dict:
+    """Run ``fn(seg_index, chunk_index)`` over all tiles; returns ``{(s, c): result}``."""
+    n_threads = torch.get_num_threads()
+    single = on_cpu and CPU_TILE_THREADS > 0 and n_threads != CPU_TILE_THREADS
+    if single:
+        torch.set_num_threads(CPU_TILE_THREADS)
+    try:
+        return {(i, j): fn(i, j) for j in range(n_chunks) for i in range(n_segs)}
+    finally:
+        if single:
+            torch.set_num_threads(n_threads)
+
+
+def _forward_fast(Ae, Ks, segs, plan, channel_chunk: int, save_h: bool):
+    """``Ae = [1, A] [C, 1+D, N]`` (nodes grouped by element) -> ``out [C, M, N]``, H tiles."""
     C, _, N = Ae.shape
-    pkx, pm = plan["pair_kx"], plan["pair_m"]
     out = Ae.new_zeros(C, plan["M"], N)
-    hs = []
-    for e, n0, n1 in segs:
-        for c0, c1 in _chunks(C, channel_chunk):
-            ae = Ae[c0:c1, :, n0:n1]  # [c, 1+D, n]
-            rows, _ = _rows(ae, plan)  # [c, R, n]
-            hs_ = [
-                torch.bmm(K[e, c0:c1], rows[:, r0:r1])
-                for K, (_, _, r0, r1, _) in zip(Ks, plan["classes"])
-            ]
-            h = torch.cat(hs_, dim=1) if len(hs_) > 1 else hs_[0]  # [c, P, n]
-            out[c0:c1, :, n0:n1].index_add_(1, pm, h * ae.index_select(1, pkx))
-            if save_h:
-                hs.append(h)
-    return out, hs
+    chunks = _chunks(C, channel_chunk)
+
+    def tile(i, j):
+        (e, n0, n1), (c0, c1) = segs[i], chunks[j]
+        h = _forward_tile(Ae, Ks, plan, e, n0, n1, c0, c1, out)
+        return h if save_h else None
+
+    return out, _run_tiles(tile, len(segs), len(chunks), not Ae.is_cuda)
 
 
-def _backward_fast(G, Ae, Ks, hs, segs, plan, channel_chunk: int, need_a: bool, need_k: bool):
+def _backward_fast(G, Ae, Ks, hs, segs, plan, channel_chunk, need_a, need_k):
     """Gradients of :func:`_forward_fast` w.r.t. ``Ae`` and the class kernels (no graph)."""
-    C, De, N = Ae.shape
-    ri, pkx, pm = plan["row_index"], plan["pair_kx"], plan["pair_m"]
+    C = Ae.shape[0]
     gAe = torch.zeros_like(Ae) if need_a else None
     gKs = [torch.zeros_like(K) for K in Ks] if need_k else None
-    i = 0
-    for e, n0, n1 in segs:
-        for c0, c1 in _chunks(C, channel_chunk):
-            ae = Ae[c0:c1, :, n0:n1]  # [c, 1+D, n]
-            gm = G[c0:c1, :, n0:n1].index_select(1, pm)  # dL/dout[m] per pair  [c, P, n]
-            dh = gm * ae.index_select(1, pkx)  # dL/dH  [c, P, n]
-            rows, f = _rows(ae, plan)
-            grows = []
-            for b, (p0, p1, r0, r1, _) in enumerate(plan["classes"]):
-                if need_k:  # dK += dH rows^T  [c, P_cls, R_cls]
-                    gKs[b][e, c0:c1].baddbmm_(dh[:, p0:p1], rows[:, r0:r1].transpose(1, 2))
-                if need_a:  # d rows = K^T dH  [c, R_cls, n]
-                    grows.append(torch.bmm(Ks[b][e, c0:c1].transpose(1, 2), dh[:, p0:p1]))
-            if need_a:
-                gae = gAe[c0:c1, :, n0:n1]
-                # direct term of out[m] = sum_k x_k H[(k, m)] (H recomputed if not kept)
-                if hs:
-                    h = hs[i]
-                else:
-                    h = torch.cat(
-                        [
-                            torch.bmm(K[e, c0:c1], rows[:, r0:r1])
-                            for K, (_, _, r0, r1, _) in zip(Ks, plan["classes"])
-                        ],
-                        dim=1,
-                    )
-                gae.index_add_(1, pkx, h * gm)
-                gr = torch.cat(grows, dim=1) if len(grows) > 1 else grows[0]  # [c, R, n]
-                if plan["rows_identity"]:  # rows are ae itself
-                    gae.add_(gr)
-                    i += 1
-                    continue
-                for t in range(len(f)):  # rows = prod_t f_t
-                    other = None
-                    for u in range(len(f)):
-                        if u != t:
-                            other = f[u] if other is None else other * f[u]
-                    gae.index_add_(1, ri[t], gr if other is None else gr * other)
-            i += 1
+    chunks = _chunks(C, channel_chunk)
+
+    def tile(i, j):
+        (e, n0, n1), (c0, c1) = segs[i], chunks[j]
+        h = hs.get((i, j)) if hs else None
+        _backward_tile(G, Ae, Ks, h, plan, e, n0, n1, c0, c1, gAe, gKs, need_a, need_k)
+
+    _run_tiles(tile, len(segs), len(chunks), not Ae.is_cuda)
     return gAe, gKs
 
 
@@ -208,9 +238,11 @@ def _forward_autograd(
 class _SymmetricProductFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, Ae, segs, plan, channel_chunk, save_h, *Ks):
-        out, hs = _forward_fast(Ae, Ks, segs, plan, channel_chunk, save_h and Ae.requires_grad)
+        save_h = save_h and Ae.requires_grad
+        out, hs = _forward_fast(Ae, Ks, segs, plan, channel_chunk, save_h)
         ctx.save_for_backward(Ae, *Ks)
-        ctx.hs, ctx.segs, ctx.plan, ctx.cc = hs, segs, plan, channel_chunk
+        ctx.hs = hs if save_h else None
+        ctx.segs, ctx.plan, ctx.cc = segs, plan, channel_chunk
         return out
 
     @staticmethod

@@ -134,15 +134,20 @@ def test_custom_backward_equals_autograd_reference(corr):
     A, Ks, counts, plan = _small_problem(corr=corr, outs="0e+1o+2e", C=5, N=41, E=2, seed=3)
     assert plan["rows_identity"] == (corr == 2)
     G = torch.randn(5, plan["M"], 41, dtype=F64)
-    for save_h in (True, False):  # kept or recomputed H
-        import fusion.blocks.product as product
+    import fusion.blocks.product as product
 
-        old = product.SAVE_H_MAX_BYTES
-        product.SAVE_H_MAX_BYTES = old if save_h else 0
+    for save_h in (True, False):  # kept or recomputed H; tiles forced onto one thread or not
+        old = product.SAVE_H_MAX_BYTES, product.CPU_TILE_THREADS
+        product.SAVE_H_MAX_BYTES = old[0] if save_h else 0
+        product.CPU_TILE_THREADS = 0 if save_h else 1
+        n_threads = torch.get_num_threads()
+        torch.set_num_threads(2)
         try:
             out = symmetric_product(A, Ks, counts, plan, 2, 9, fast=True)
+            assert torch.get_num_threads() == 2
         finally:
-            product.SAVE_H_MAX_BYTES = old
+            product.SAVE_H_MAX_BYTES, product.CPU_TILE_THREADS = old
+            torch.set_num_threads(n_threads)
         ref = symmetric_product(A, Ks, counts, plan, 0, 0, fast=False)
         torch.testing.assert_close(out, ref, atol=1e-12, rtol=1e-12)
         got = torch.autograd.grad(out, (A, *Ks), G)
