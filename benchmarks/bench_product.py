@@ -220,7 +220,15 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.bar(range(len(rows)), [float(r["speedup"]) for r in rows], color=colors)
     ax.axhline(1.0, color="k", lw=0.8)
     ax.set_ylabel("speedup over mace-torch SymmetricContraction (x)")
-    ax.set_title(f"FusionProduct, {rows[0]['nodes']} nodes, {rows[0]['device']}")
+    ax.set_title(
+        f"FusionProduct, {rows[0]['nodes']} nodes, {rows[0]['elements']} elements, lmax "
+        f"{rows[0]['lmax']}, {rows[0]['device']}, {rows[0]['threads']} thread(s)"
+    )
+    from matplotlib.patches import Patch
+
+    ax.legend(
+        handles=[Patch(color="tab:blue", label="fwd"), Patch(color="tab:orange", label="fwd+bwd")]
+    )
     ax = axes[1]
     w = 0.4
     xs = range(len(rows))
@@ -256,7 +264,12 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     ap.add_argument("--out", default="results/benchmarks/product.csv")
+    ap.add_argument("--plot-only", action="store_true", help="redraw the figure from --out")
     args = ap.parse_args(argv)
+    if args.plot_only:
+        with open(args.out) as f:
+            plot(list(csv.DictReader(f)), Path(args.out))
+        return
     if args.quick:
         args.cases, args.correlations, args.dtypes, args.repeats = ["64:0e+1o"], [3], ["float32"], 3
     if args.threads > 0:
