@@ -34,12 +34,12 @@ rule dataset_cards:
             caption="../report/dataset_cards.rst",
             category="Datasets",
         ),
-    params:
-        datasets=config["datasets"],
     log:
         "results/logs/dataset_cards.log",
     conda:
         "../../environment.yml"
+    params:
+        datasets=config["datasets"],
     shell:
         "fusion cards {params.datasets} --out {output} 2>&1 | tee {log}"
 
