@@ -31,8 +31,16 @@ from fusion.data.structures import Structures
 from fusion.models.registry import ModelStats
 
 REPO = Path(__file__).resolve().parents[2]
-QM9_CACHE = REPO / "resources" / "qm9" / "qm9.npz"
-needs_qm9 = pytest.mark.skipif(not QM9_CACHE.exists(), reason="no QM9 cache in resources/")
+
+
+@pytest.fixture(scope="module")
+def qm9_cache(tmp_path_factory):
+    """A QM9 cache built from the qm9pack wheel for this module (about 5 s)."""
+    from fusion.data.registry import prepare_family
+
+    cache = tmp_path_factory.mktemp("resources")
+    prepare_family("qm9", cache)
+    return cache
 
 # Trimmed from logs/crosscheck_run-0.log of a real mace_run_train 0.3.16 run (48/16/32 QM9
 # molecules, 2 epochs, --error_table TotalMAE).
@@ -143,15 +151,14 @@ def test_extxyz_round_trip(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-@needs_qm9
-def test_extxyz_splits_are_our_runner_splits(tmp_path):
+def test_extxyz_splits_are_our_runner_splits(tmp_path, qm9_cache):
     import ase.io
 
     from fusion.data.registry import get_dataset
 
     sizes = {"n_train": 12, "n_val": 4, "n_test": 6}
-    paths = write_extxyz_splits("qm9-U0", sizes, REPO / "resources", tmp_path)
-    structures, splits = get_dataset("qm9-U0", cache_dir=REPO / "resources", **sizes)
+    paths = write_extxyz_splits("qm9-U0", sizes, qm9_cache, tmp_path)
+    structures, splits = get_dataset("qm9-U0", cache_dir=qm9_cache, **sizes)
     for split, path in paths.items():
         frames = ase.io.read(path, index=":")
         assert [a.info["fusion_index"] for a in frames] == splits[split].tolist()
@@ -291,14 +298,13 @@ def test_parse_epoch_and_step_times():
 # --------------------------------------------------------------------------- real run
 
 
-@needs_qm9
-def test_tiny_real_crosscheck(tmp_path):
+def test_tiny_real_crosscheck(tmp_path, qm9_cache):
     """Ours and mace_run_train on 32 molecules, 1 epoch: same parameter count, their
     saved model re-evaluated by us agrees with their table, crosscheck.json written."""
     from fusion.experiment import RunSpec, run_training
 
     spec = make_spec(
-        out_dir=str(tmp_path / "ours"), cache_dir=str(REPO / "resources"), seed=0,
+        out_dir=str(tmp_path / "ours"), cache_dir=str(qm9_cache), seed=0,
         split={"n_train": 32, "n_val": 16, "n_test": 16}, batch_size=16, eval_batch_size=32,
         hparams={"num_channels": 8, "max_L": 0, "max_ell": 1, "correlation": 2,
                  "num_interactions": 1, "radial_MLP": [8], "MLP_irreps": "4x0e",
