@@ -261,6 +261,8 @@ def _retire_stale_checkpoints(out: Path, spec: RunSpec, log) -> None:
     (other hyperparameters, split or training settings) the old checkpoints are moved to
     ``stale-<time>/`` (kept, never deleted) and training starts afresh.
     """
+    from fusion.train.checkpoint import atomic_write_text
+
     record = out / "run_spec.json"
     current = {k: v for k, v in spec.to_dict().items() if k not in _SPEC_KEYS_NOT_AFFECTING_RESULTS}
     if record.exists():
@@ -276,9 +278,7 @@ def _retire_stale_checkpoints(out: Path, spec: RunSpec, log) -> None:
                 for path in checkpoints:
                     path.rename(stale / path.name)
                 log(f"run spec changed since the last checkpoint: moved it to {stale}")
-    tmp = record.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(current, indent=1, sort_keys=True))
-    os.replace(tmp, record)
+    atomic_write_text(record, json.dumps(current, indent=1, sort_keys=True))
 
 
 def spec_from_env_or_arg(text: str | None) -> RunSpec:

@@ -80,7 +80,14 @@ def fsync_dir(directory: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def _atomic_write(path: Path, write: Callable[[object], None], mode: str) -> None:
+def _atomic_write(
+    path: Path,
+    write: Callable[[object], None],
+    mode: str,
+    before_replace: Callable[[], None] | None = None,
+) -> None:
+    """Write via a temp file in ``path``'s folder, fsync, ``os.replace``; ``before_replace``
+    runs once the new content is on disk, just before it takes ``path``'s name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -90,6 +97,8 @@ def _atomic_write(path: Path, write: Callable[[object], None], mode: str) -> Non
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if before_replace is not None:
+            before_replace()
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -132,33 +141,23 @@ def save_checkpoint(state: dict, workdir: str | os.PathLike) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
     current = workdir / CHECKPOINT_NAME
     prev = workdir / PREV_CHECKPOINT_NAME
-    fd, tmp = tempfile.mkstemp(dir=workdir, prefix=f".{CHECKPOINT_NAME}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, _FILE_MODE)
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        if current.exists():
-            # Keep the old checkpoint as prev without a moment where checkpoint.pt is absent.
-            fd2, prev_tmp = tempfile.mkstemp(
-                dir=workdir, prefix=f".{PREV_CHECKPOINT_NAME}.", suffix=".tmp"
-            )
-            os.close(fd2)
-            os.unlink(prev_tmp)
-            try:
-                os.link(current, prev_tmp)
-                os.replace(prev_tmp, prev)
-            except OSError:
-                os.replace(current, prev)
-        os.replace(tmp, current)
-    except BaseException:
+
+    def keep_previous() -> None:
+        if not current.exists():
+            return
+        # Keep the old checkpoint as prev without a moment where checkpoint.pt is absent.
+        fd, prev_tmp = tempfile.mkstemp(
+            dir=workdir, prefix=f".{PREV_CHECKPOINT_NAME}.", suffix=".tmp"
+        )
+        os.close(fd)
+        os.unlink(prev_tmp)
         try:
-            os.unlink(tmp)
+            os.link(current, prev_tmp)
+            os.replace(prev_tmp, prev)
         except OSError:
-            pass
-        raise
-    fsync_dir(workdir)
+            os.replace(current, prev)
+
+    _atomic_write(current, lambda f: torch.save(state, f), "wb", before_replace=keep_previous)
     return current
 
 
