@@ -31,7 +31,14 @@ def _cmd_list(args) -> None:
 def _cmd_prepare(args) -> None:
     import time
 
-    from fusion.data.registry import FAMILIES, dataset_cache_path, prepare_family
+    from fusion.data.registry import (
+        FAMILIES,
+        dataset_cache_path,
+        load_builtin_datasets,
+        prepare_family,
+    )
+
+    load_builtin_datasets()
 
     started = time.time()
     if args.family in FAMILIES:

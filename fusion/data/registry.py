@@ -24,7 +24,8 @@ from fusion.data import qm9
 from fusion.data.structures import Structures
 
 __all__ = [
-    "DatasetSpec", "DatasetFamily", "DATASETS", "FAMILIES", "register", "dataset_keys",
+    "DatasetSpec", "DatasetFamily", "DATASETS", "FAMILIES", "register", "register_family",
+    "load_builtin_datasets", "dataset_keys",
     "dataset_card", "dataset_cache_path", "prepare_family", "get_dataset",
 ]
 
@@ -70,12 +71,45 @@ def register(spec: DatasetSpec) -> DatasetSpec:
     return spec
 
 
+def register_family(family: DatasetFamily) -> DatasetFamily:
+    """Add ``family`` to :data:`FAMILIES`; a duplicate name is an error."""
+    if family.name in FAMILIES:
+        raise ValueError(f"dataset family {family.name!r} is already registered")
+    FAMILIES[family.name] = family
+    return family
+
+
+_LOADED = False
+
+
+def load_builtin_datasets() -> None:
+    """Import every module of :mod:`fusion.data` so that their ``register`` calls run.
+
+    Adding a dataset family is adding a module that calls :func:`register_family` and
+    :func:`register` at import time (heavy optional imports stay inside its functions).
+    """
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
+    import importlib
+    import pkgutil
+
+    import fusion.data as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"fusion.data.{info.name}")
+
+
 def dataset_keys() -> list[str]:
     """All registered dataset keys, in registration order."""
+    load_builtin_datasets()
     return list(DATASETS)
 
 
 def _lookup(key: str) -> DatasetSpec:
+    load_builtin_datasets()
     if key not in DATASETS:
         raise KeyError(f"unknown dataset {key!r}; valid keys: {', '.join(DATASETS)}")
     return DATASETS[key]
@@ -88,6 +122,7 @@ def dataset_cache_path(key: str, cache_dir: str | os.PathLike = "resources") -> 
 
 def prepare_family(family: str, cache_dir: str | os.PathLike = "resources") -> Path:
     """(Re)build the cache of dataset family ``family`` (``qm9``, ...); returns its path."""
+    load_builtin_datasets()
     if family not in FAMILIES:
         raise KeyError(f"unknown dataset family {family!r}; valid: {', '.join(FAMILIES)}")
     FAMILIES[family].prepare(cache_dir)

@@ -57,8 +57,19 @@ def register(model: str, variant: str) -> Callable[[Builder], Builder]:
 
 
 def _load_builtin_models() -> None:
-    # Imported for their @register side effects.
-    from fusion.models import mace, mace_fusion  # noqa: F401
+    """Import every module of :mod:`fusion.models` for its ``@register`` side effects.
+
+    Adding a model family is adding a module; nothing here lists them. Modules keep heavy
+    optional imports inside their builders.
+    """
+    import importlib
+    import pkgutil
+
+    import fusion.models as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        if not info.name.startswith("_") and info.name != "registry":
+            importlib.import_module(f"fusion.models.{info.name}")
 
 
 def model_names() -> dict[str, tuple[str, ...]]:

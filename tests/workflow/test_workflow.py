@@ -67,7 +67,12 @@ def test_dry_run_schedules_the_whole_grid(tmp_path, config):
     _copy_workflow(tmp_path)
     cfg = yaml.safe_load((REPO / "config" / config).read_text())
     proc = snakemake(tmp_path, "--configfile", f"config/{config}", "--dry-run", "--quiet", "rules")
-    n_runs = len(cfg["seeds"]) * sum(len(v) for v in cfg["models"].values()) * len(cfg["datasets"])
+    overrides = cfg.get("dataset_overrides", {})
+    n_runs = len(cfg["seeds"]) * sum(
+        len(variants)
+        for dataset in cfg["datasets"]
+        for variants in overrides.get(dataset, {}).get("models", cfg["models"]).values()
+    )
     table = proc.stdout + proc.stderr
     counts = {
         line.split()[0]: int(line.split()[1])
@@ -88,6 +93,18 @@ def test_dry_run_schedules_the_whole_grid(tmp_path, config):
         ({"seeds": [-1]}, "-1 is less than the minimum of 0"),
         ({"batch_size": "big"}, "'big' is not of type 'integer'"),
         ({"epochs": 3}, "Additional properties are not allowed ('epochs' was unexpected)"),
+        (
+            {"dataset_overrides": {"qm9-homo": {"split": {"n_train": 5}}}},
+            "dataset_overrides names 'qm9-homo', which is not in datasets",
+        ),
+        (
+            {"dataset_overrides": {"qm9-U0": {"models": {"mace": ["fusoin"]}}}},
+            "unknown variant mace/fusoin",
+        ),
+        (
+            {"dataset_overrides": {"qm9-U0": {"epochs": 3}}},
+            "Additional properties are not allowed ('epochs' was unexpected)",
+        ),
     ],
 )
 def test_bad_config_fails_before_running_with_a_clear_message(tmp_path, change, message):
@@ -98,6 +115,43 @@ def test_bad_config_fails_before_running_with_a_clear_message(tmp_path, change, 
     assert message in proc.stdout + proc.stderr
     if "unknown dataset" in message:
         assert "qm9-U0" in proc.stdout + proc.stderr  # the valid names are listed
+
+
+def test_dataset_overrides_change_the_grid_and_the_run_specs(tmp_path):
+    _copy_workflow(tmp_path)
+    overrides = {
+        "qm9-homo": {
+            "models": {"mace": ["baseline"]},
+            "split": {"n_train": 7},
+            "training": {"epochs": 5},
+            "hparams": {"mace": {"baseline": {"r_max": 4.0}}},
+        }
+    }
+    _write_config(
+        tmp_path / "two.yaml", "test.yaml", datasets=["qm9-U0", "qm9-homo"],
+        dataset_overrides=overrides,
+    )
+    proc = snakemake(tmp_path, "--configfile", "two.yaml", "--dry-run", "--printshellcmds")
+    out = proc.stdout + proc.stderr
+    specs = [
+        json.loads(line.split("--spec ", 1)[1].strip().strip("'").split("' ")[0])
+        for line in out.splitlines()
+        if "fusion train --spec" in line
+    ]
+    base = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
+    homo = [s for s in specs if s["dataset"] == "qm9-homo"]
+    u0 = [s for s in specs if s["dataset"] == "qm9-U0"]
+    assert {(s["model"], s["variant"]) for s in homo} == {("mace", "baseline")}
+    assert len(u0) == len(base["seeds"]) * sum(len(v) for v in base["models"].values())
+    for spec in homo:
+        assert spec["training"]["epochs"] == 5
+        assert spec["training"]["lr"] == base["training"]["lr"]  # merged, not replaced
+        assert spec["split"]["n_train"] == 7
+        assert spec["split"]["n_test"] == base["split"]["n_test"]
+        assert spec["hparams"]["r_max"] == 4.0
+        assert spec["hparams"]["num_channels"] == base["hparams"]["mace"]["baseline"]["num_channels"]
+    for spec in u0:
+        assert spec["training"]["epochs"] == base["training"]["epochs"]
 
 
 def test_tiny_study_end_to_end(tmp_path):

@@ -33,6 +33,19 @@ def _check_grid(config):
                 raise ValueError(
                     f"config: hparams given for unknown model {model}/{variant}"
                 )
+    for dataset, override in config.get("dataset_overrides", {}).items():
+        if dataset not in config["datasets"]:
+            raise ValueError(
+                f"config: dataset_overrides names {dataset!r}, which is not in datasets "
+                f"({', '.join(config['datasets'])})"
+            )
+        _check_grid(
+            {
+                "datasets": [dataset],
+                "models": override.get("models", {}),
+                "hparams": override.get("hparams", {}),
+            }
+        )
 
 
 _check_grid(config)
@@ -51,12 +64,34 @@ wildcard_constraints:
     seed=r"\d+",
 
 
+def dataset_setting(dataset, key, default=None):
+    """Config value `key` for `dataset`: `dataset_overrides` merged over the global one.
+
+    `models` is replaced; `split`, `training` and `hparams` (per model/variant) are merged
+    key by key; scalars are replaced.
+    """
+    value = config.get(key, default)
+    override = config.get("dataset_overrides", {}).get(dataset, {})
+    if key not in override:
+        return value
+    if key in ("split", "training"):
+        return {**(value or {}), **override[key]}
+    if key == "hparams":
+        merged = {m: dict(vs) for m, vs in (value or {}).items()}
+        for model, variants in override[key].items():
+            for variant, hparams in variants.items():
+                base = merged.setdefault(model, {}).get(variant, {})
+                merged[model][variant] = {**base, **hparams}
+        return merged
+    return override[key]
+
+
 def grid():
     """(dataset, model, variant, seed) of every training run in the config."""
     runs = [
         (d, m, v, s)
         for d in config["datasets"]
-        for m, variants in config["models"].items()
+        for m, variants in dataset_setting(d, "models").items()
         for v in variants
         for s in config["seeds"]
     ]
@@ -92,11 +127,13 @@ def get_run_spec(wildcards):
         "seed": int(wildcards.seed),
         "out_dir": run_dir(wildcards.dataset, model, variant, wildcards.seed),
         "cache_dir": CACHE_DIR,
-        "split": config.get("split", {}),
-        "batch_size": config.get("batch_size", 32),
-        "eval_batch_size": config.get("eval_batch_size", 128),
-        "hparams": config["hparams"].get(model, {}).get(variant, {}),
-        "training": config.get("training", {}),
+        "split": dataset_setting(wildcards.dataset, "split", {}),
+        "batch_size": dataset_setting(wildcards.dataset, "batch_size", 32),
+        "eval_batch_size": dataset_setting(wildcards.dataset, "eval_batch_size", 128),
+        "hparams": dataset_setting(wildcards.dataset, "hparams", {})
+        .get(model, {})
+        .get(variant, {}),
+        "training": dataset_setting(wildcards.dataset, "training", {}),
         "threads": config.get("threads", 1),
     }
     return json.dumps(spec, sort_keys=True)

@@ -7,7 +7,7 @@ rule prepare_dataset:
     log:
         "results/logs/prepare/{family}.log",
     wildcard_constraints:
-        family=r"[a-z0-9]+",
+        family=r"[a-z0-9][a-z0-9-]*",
     conda:
         "../../environment.yml"
     params:
