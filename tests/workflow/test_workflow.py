@@ -149,7 +149,8 @@ def test_dataset_overrides_change_the_grid_and_the_run_specs(tmp_path):
         assert spec["split"]["n_train"] == 7
         assert spec["split"]["n_test"] == base["split"]["n_test"]
         assert spec["hparams"]["r_max"] == 4.0
-        assert spec["hparams"]["num_channels"] == base["hparams"]["mace"]["baseline"]["num_channels"]
+        mace_tiny = base["hparams"]["mace"]["baseline"]
+        assert spec["hparams"]["num_channels"] == mace_tiny["num_channels"]
     for spec in u0:
         assert spec["training"]["epochs"] == base["training"]["epochs"]
 
