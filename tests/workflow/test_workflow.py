@@ -102,6 +102,10 @@ def test_dry_run_schedules_the_whole_grid(tmp_path, config):
             "unknown variant mace/fusoin",
         ),
         (
+            {"model_overrides": {"macee": {"batch_size": 3}}},
+            "model_overrides names unknown model 'macee'",
+        ),
+        (
             {"dataset_overrides": {"qm9-U0": {"epochs": 3}}},
             "Additional properties are not allowed ('epochs' was unexpected)",
         ),
@@ -130,6 +134,7 @@ def test_dataset_overrides_change_the_grid_and_the_run_specs(tmp_path):
     _write_config(
         tmp_path / "two.yaml", "test.yaml", datasets=["qm9-U0", "qm9-homo"],
         dataset_overrides=overrides,
+        model_overrides={"mace": {"batch_size": 5, "training": {"epochs": 4, "lr": 0.002}}},
     )
     proc = snakemake(tmp_path, "--configfile", "two.yaml", "--dry-run", "--printshellcmds")
     out = proc.stdout + proc.stderr
@@ -143,16 +148,19 @@ def test_dataset_overrides_change_the_grid_and_the_run_specs(tmp_path):
     u0 = [s for s in specs if s["dataset"] == "qm9-U0"]
     assert {(s["model"], s["variant"]) for s in homo} == {("mace", "baseline")}
     assert len(u0) == len(base["seeds"]) * sum(len(v) for v in base["models"].values())
-    for spec in homo:
+    for spec in homo:  # dataset overrides win over model overrides, which win over globals
         assert spec["training"]["epochs"] == 5
-        assert spec["training"]["lr"] == base["training"]["lr"]  # merged, not replaced
+        assert spec["training"]["lr"] == 0.002
+        assert spec["training"]["optimizer"] == base["training"]["optimizer"]
+        assert spec["batch_size"] == 5
         assert spec["split"]["n_train"] == 7
         assert spec["split"]["n_test"] == base["split"]["n_test"]
         assert spec["hparams"]["r_max"] == 4.0
         mace_tiny = base["hparams"]["mace"]["baseline"]
         assert spec["hparams"]["num_channels"] == mace_tiny["num_channels"]
     for spec in u0:
-        assert spec["training"]["epochs"] == base["training"]["epochs"]
+        assert spec["training"]["epochs"] == 4
+        assert spec["batch_size"] == 5
 
 
 def test_tiny_study_end_to_end(tmp_path):

@@ -33,6 +33,12 @@ def _check_grid(config):
                 raise ValueError(
                     f"config: hparams given for unknown model {model}/{variant}"
                 )
+    for model in config.get("model_overrides", {}):
+        if model not in known:
+            raise ValueError(
+                f"config: model_overrides names unknown model {model!r}; "
+                f"valid: {', '.join(sorted(known))}"
+            )
     for dataset, override in config.get("dataset_overrides", {}).items():
         if dataset not in config["datasets"]:
             raise ValueError(
@@ -64,26 +70,36 @@ wildcard_constraints:
     seed=r"\d+",
 
 
-def dataset_setting(dataset, key, default=None):
-    """Config value `key` for `dataset`: `dataset_overrides` merged over the global one.
-
-    `models` is replaced; `split`, `training` and `hparams` (per model/variant) are merged
-    key by key; scalars are replaced.
-    """
-    value = config.get(key, default)
-    override = config.get("dataset_overrides", {}).get(dataset, {})
-    if key not in override:
-        return value
+def _merge(key, value, override):
+    """`override` over `value` for config key `key` (dicts merged, the rest replaced)."""
     if key in ("split", "training"):
-        return {**(value or {}), **override[key]}
+        return {**(value or {}), **override}
     if key == "hparams":
         merged = {m: dict(vs) for m, vs in (value or {}).items()}
-        for model, variants in override[key].items():
+        for model, variants in override.items():
             for variant, hparams in variants.items():
                 base = merged.setdefault(model, {}).get(variant, {})
                 merged[model][variant] = {**base, **hparams}
         return merged
-    return override[key]
+    return override
+
+
+def dataset_setting(dataset, key, default=None, model=None):
+    """Config value `key` for a run on `dataset` (of `model`, when given).
+
+    Layers, later ones winning: the global value, `model_overrides[model]`,
+    `dataset_overrides[dataset]`. `models` is replaced; `split`, `training` and `hparams`
+    (per model/variant) are merged key by key; scalars are replaced.
+    """
+    value = config.get(key, default)
+    layers = [
+        config.get("model_overrides", {}).get(model, {}),
+        config.get("dataset_overrides", {}).get(dataset, {}),
+    ]
+    for layer in layers:
+        if key in layer:
+            value = _merge(key, value, layer[key])
+    return value
 
 
 def grid():
@@ -120,6 +136,9 @@ def get_run_spec(wildcards):
     """The JSON run spec of one run (fusion.experiment.RunSpec)."""
     model = wildcards.get("model", "composition")
     variant = wildcards.get("variant", "baseline")
+    setting = lambda key, default: dataset_setting(
+        wildcards.dataset, key, default, model=model
+    )
     spec = {
         "dataset": wildcards.dataset,
         "model": model,
@@ -127,13 +146,11 @@ def get_run_spec(wildcards):
         "seed": int(wildcards.seed),
         "out_dir": run_dir(wildcards.dataset, model, variant, wildcards.seed),
         "cache_dir": CACHE_DIR,
-        "split": dataset_setting(wildcards.dataset, "split", {}),
-        "batch_size": dataset_setting(wildcards.dataset, "batch_size", 32),
-        "eval_batch_size": dataset_setting(wildcards.dataset, "eval_batch_size", 128),
-        "hparams": dataset_setting(wildcards.dataset, "hparams", {})
-        .get(model, {})
-        .get(variant, {}),
-        "training": dataset_setting(wildcards.dataset, "training", {}),
+        "split": setting("split", {}),
+        "batch_size": setting("batch_size", 32),
+        "eval_batch_size": setting("eval_batch_size", 128),
+        "hparams": setting("hparams", {}).get(model, {}).get(variant, {}),
+        "training": setting("training", {}),
         "threads": config.get("threads", 1),
     }
     return json.dumps(spec, sort_keys=True)
