@@ -97,7 +97,8 @@ def _by_hand(remote: RemoteFile, path: Path) -> str:
 
 
 def _move_aside(path: Path, actual: str) -> Path:
-    aside = path.with_name(f"{path.name}.bad-{actual[:12]}")
+    name = path.name.removesuffix(".part")
+    aside = path.with_name(f"{name}.bad-{actual[:12]}")
     os.replace(path, aside)
     return aside
 
