@@ -3,9 +3,18 @@
 The baseline is exactly the model ``mace_run_train --model MACE`` builds (ScaleShiftMACE,
 residual interaction blocks, first block non-residual, ``use_reduced_cg=False``), with
 the hyperparameters given in the config; only the defaults below are ours.
+
+``enable_cueq: true`` (baseline only) converts it to NVIDIA's cuEquivariance kernels as
+``mace_run_train --enable_cueq`` does (``mace.cli.convert_e3nn_cueq.run``), so speed
+comparisons with mace-torch on GPUs are fair. It needs a CUDA GPU and the packages
+``cuequivariance``, ``cuequivariance-torch`` and ``cuequivariance-ops-torch-cu12``; without
+them the builder stops with a ValueError naming them (mace-torch itself would silently
+fall back to e3nn).
 """
 
 from __future__ import annotations
+
+import importlib.util
 
 import torch
 from e3nn import o3
@@ -99,7 +108,56 @@ class MaceEnergyModel(nn.Module):
         }
 
 
+CUEQ_PACKAGES = ("cuequivariance", "cuequivariance_torch")
+CUEQ_INSTALL = "pip install cuequivariance-torch cuequivariance-ops-torch-cu12"
+
+
+def cueq_available() -> bool:
+    """Whether the cuEquivariance packages mace-torch uses can be imported."""
+    return all(importlib.util.find_spec(name) is not None for name in CUEQ_PACKAGES)
+
+
+def convert_to_cueq(mace_model: nn.Module) -> nn.Module:
+    """The same ScaleShiftMACE (same weights) on cuEquivariance kernels, on the GPU.
+
+    Raises ValueError when the cuEquivariance packages are missing or torch sees no CUDA
+    device (the kernels are GPU kernels; on CPU use ``enable_cueq: false``).
+    """
+    if not cueq_available():
+        missing = [n for n in CUEQ_PACKAGES if importlib.util.find_spec(n) is None]
+        raise ValueError(
+            f"MACE hyperparameter enable_cueq=true needs NVIDIA's cuEquivariance packages, "
+            f"but {missing} cannot be imported; install them ({CUEQ_INSTALL}) on a CUDA "
+            "machine, or set enable_cueq: false"
+        )
+    if not torch.cuda.is_available():
+        raise ValueError(
+            "MACE hyperparameter enable_cueq=true needs a CUDA GPU (cuEquivariance kernels), "
+            "but torch sees none; set enable_cueq: false on CPU"
+        )
+    from mace.cli.convert_e3nn_cueq import run as run_e3nn_to_cueq
+
+    dtype = torch.get_default_dtype()
+    try:
+        return run_e3nn_to_cueq(mace_model, device="cuda")
+    finally:
+        torch.set_default_dtype(dtype)  # the converter sets it to the model's dtype
+
+
 @register("mace", "baseline")
 def build_mace_baseline(hparams: dict, stats: ModelStats) -> nn.Module:
-    """mace-torch's MACE exactly as ``mace_run_train`` would build it."""
-    return MaceEnergyModel(build_mace_module(mace_hparams(hparams), stats))
+    """mace-torch's MACE exactly as ``mace_run_train`` would build it.
+
+    ``hparams`` may also hold ``enable_cueq`` (bool, default false): convert the model to
+    cuEquivariance kernels (CUDA only, see :func:`convert_to_cueq`).
+    """
+    hparams = dict(hparams)
+    enable_cueq = hparams.pop("enable_cueq", False)
+    if not isinstance(enable_cueq, bool):
+        raise ValueError(
+            f"MACE hyperparameter enable_cueq: expected true or false, got {enable_cueq!r}"
+        )
+    mace_model = build_mace_module(mace_hparams(hparams), stats)
+    if enable_cueq:
+        mace_model = convert_to_cueq(mace_model)
+    return MaceEnergyModel(mace_model)

@@ -56,7 +56,8 @@ LOG_COLUMNS = ("epoch", "lr", "train_loss", "val_mae", "val_rmse", "val_forces_m
 OPTIMIZERS = ("adam", "amsgrad")
 SCHEDULERS = ("cosine", "plateau", "none")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-DEVICES = ("cpu", "cuda", "auto")
+DEVICES = ("cpu", "cuda", "auto")  # and "cuda:N"
+AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 MONITORS = ("mae", "forces_mae")
 
 # Config fields that may change between an interrupted run and its resumption without a
@@ -98,6 +99,13 @@ class TrainConfig:
     ``grad_clip`` is a max L2 norm over all gradients; ``huber_delta`` is in units of
     ``target_scale``. ``patience`` and ``plateau_patience`` count validations (one every
     ``eval_every`` epochs and always at the last epoch).
+
+    ``device``: ``"cpu"``, ``"cuda"`` (the current CUDA device), ``"cuda:N"`` (GPU number N)
+    or ``"auto"`` (CUDA when torch sees one, else CPU). ``amp``: mixed precision on CUDA
+    only: the training forward pass and loss run under ``torch.autocast`` in ``amp_dtype``
+    (``"bfloat16"``, or ``"float16"`` with a gradient scaler); it needs ``dtype="float32"``
+    and a CUDA device (a run with ``amp`` on that resolves to the CPU stops with a
+    ValueError before training). Validation and test always run without autocast.
     """
 
     epochs: int = 100
@@ -125,6 +133,8 @@ class TrainConfig:
     progress: bool = True
     eval_every: int = 1
     device: str = "auto"
+    amp: bool = False
+    amp_dtype: str = "bfloat16"
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> ValueError:
@@ -196,7 +206,16 @@ class TrainConfig:
         check_int("threads", 1, optional=True)
         check_bool("progress")
         check_int("eval_every", 1)
-        check_choice("device", DEVICES)
+        if not (self.device in DEVICES or _is_cuda_index(self.device)):
+            raise bad("device", f"one of {list(DEVICES)} or 'cuda:N' (N = 0, 1, ...)")
+        check_bool("amp")
+        check_choice("amp_dtype", AMP_DTYPES)
+        if self.amp and self.dtype != "float32":
+            raise bad(
+                "amp",
+                f"false when dtype is {self.dtype!r} (mixed precision autocasts float32 "
+                "work; set dtype: float32 to use it)",
+            )
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -330,13 +349,36 @@ class LRSchedule:
 # ---------------------------------------------------------------------------- helpers
 
 
+def _is_cuda_index(name: object) -> bool:
+    """True for ``"cuda:N"`` with N a non-negative integer written in digits."""
+    return isinstance(name, str) and name.startswith("cuda:") and name[5:].isdigit()
+
+
 def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available else CPU; ``"cuda"`` without CUDA raises."""
+    """``"auto"`` -> CUDA when available else CPU; ``"cuda"``/``"cuda:N"`` without that
+    device raise RuntimeError naming what torch sees."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("TrainConfig.device is 'cuda' but torch sees no CUDA device")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"TrainConfig.device is {name!r} but torch sees no CUDA device")
+        if _is_cuda_index(name) and int(name[5:]) >= torch.cuda.device_count():
+            raise RuntimeError(
+                f"TrainConfig.device is {name!r} but torch sees only "
+                f"{torch.cuda.device_count()} CUDA device(s) (cuda:0 ... "
+                f"cuda:{torch.cuda.device_count() - 1})"
+            )
     return torch.device(name)
+
+
+def check_amp_device(config: TrainConfig, device: torch.device) -> None:
+    """Mixed precision runs on CUDA only: raise ValueError when ``config.amp`` is on elsewhere."""
+    if config.amp and device.type != "cuda":
+        raise ValueError(
+            f"training.amp is true but the run's device is {device.type!r} "
+            f"(training.device={config.device!r}): mixed precision (autocast) runs on CUDA "
+            "only; set training.amp: false or train on a GPU"
+        )
 
 
 def to_device(batch: dict, device: torch.device, dtype: torch.dtype) -> dict:
@@ -558,6 +600,7 @@ def train(
     workdir.mkdir(parents=True, exist_ok=True)
     units = _units(report_units)
     device = resolve_device(config.device)
+    check_amp_device(config, device)
     if device.type == "cuda":
         # Deterministic cuBLAS (effective when CUDA was not initialised before this call).
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -608,6 +651,16 @@ def _train(
     )
     schedule = LRSchedule(config)
     ema = EMA(params, config.ema_decay) if config.ema else None
+    # Mixed precision (CUDA only, checked in train()): autocast, plus loss scaling for fp16.
+    amp_dtype = AMP_DTYPES[config.amp_dtype]
+    scaler = (
+        torch.amp.GradScaler("cuda") if config.amp and amp_dtype == torch.float16 else None
+    )
+
+    def autocast():
+        if not config.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=amp_dtype)
 
     epoch_done = 0
     best_val = math.inf
@@ -629,6 +682,8 @@ def _train(
                 if ckpt["ema"] is None:
                     raise ValueError("checkpoint was written without EMA but config.ema is on")
                 ema.load_state_dict(ckpt["ema"])
+            if scaler is not None and ckpt.get("amp_scaler"):
+                scaler.load_state_dict(ckpt["amp_scaler"])
         except (RuntimeError, ValueError, KeyError) as err:
             raise RuntimeError(
                 f"checkpoint {ckpt_path} does not fit this model/config ({err}); use another "
@@ -675,27 +730,38 @@ def _train(
         for i, raw in enumerate(batches, start=1):
             batch = to_device(raw, device, dtype)
             optimizer.zero_grad(set_to_none=True)
-            out = model(batch, compute_forces=wants_forces(batch, config.forces_weight))
-            loss, _ = compute_loss(
-                out,
-                batch,
-                energy_weight=config.energy_weight,
-                forces_weight=config.forces_weight,
-                kind=config.loss,
-                target_scale=config.target_scale,
-                huber_delta=config.huber_delta,
-            )
+            with autocast():
+                out = model(batch, compute_forces=wants_forces(batch, config.forces_weight))
+                loss, _ = compute_loss(
+                    out,
+                    batch,
+                    energy_weight=config.energy_weight,
+                    forces_weight=config.forces_weight,
+                    kind=config.loss,
+                    target_scale=config.target_scale,
+                    huber_delta=config.huber_delta,
+                )
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise TrainingDivergedError(epoch, i, value, _existing(ckpt_file))
-            loss.backward()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+            else:
+                loss.backward()
             if config.grad_clip is not None:
                 norm = float(torch.nn.utils.clip_grad_norm_(params, config.grad_clip))
-                if not math.isfinite(norm):
+                # With fp16 loss scaling an overflow is expected now and then: the scaler
+                # skips that step and lowers the scale, so it is not a divergence.
+                if not math.isfinite(norm) and scaler is None:
                     raise TrainingDivergedError(
                         epoch, f"{i} (gradient norm)", norm, _existing(ckpt_file)
                     )
-            optimizer.step()
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
             if ema is not None:
                 ema.update()
             nb = int(batch["y"].shape[0])
@@ -761,6 +827,7 @@ def _train(
                 "config": config.to_dict(),
                 "seconds_total": seconds_total,
                 "n_train_structures": n_train,
+                "amp_scaler": scaler.state_dict() if scaler is not None else None,
             },
             workdir,
         )
