@@ -57,7 +57,11 @@ _UNIT_KEY = {
     "forces_rmse": "forces",
 }
 # (split/section, metric, unit) of the cost metrics copied into the summary
-COST_METRICS = (("train", "seconds_per_epoch", "s"), ("inference", "structures_per_second", "1/s"))
+COST_METRICS = (
+    ("train", "seconds_per_epoch", "s"),
+    ("train", "wall_seconds", "s"),
+    ("inference", "structures_per_second", "1/s"),
+)
 COMPOSITION = "composition"
 BASELINE = "baseline"
 LITERATURE = "literature"
@@ -82,6 +86,7 @@ C_FDP = "delta_forces_mae_vs_baseline_mean [%]"
 C_FDP_STD = "delta_forces_mae_vs_baseline_std [%]"
 C_SPE = "seconds_per_epoch_mean [s]"
 C_SPS = "structures_per_second_mean [1/s]"
+C_WALL = "train_wall_seconds_mean [s]"
 C_RATIO = "composition_mae_over_model_mae [1]"
 COMPARISON_COLUMNS = [
     "dataset",
@@ -107,6 +112,7 @@ COMPARISON_COLUMNS = [
     C_FDP,
     C_FDP_STD,
     C_SPE,
+    C_WALL,
     C_SPS,
     C_RATIO,
     "best",
@@ -435,6 +441,7 @@ def comparison_table(summary: pd.DataFrame, literature: bool = True) -> pd.DataF
         raise ValueError("comparison_table: the summary has no test MAE rows")
     forces = _values(summary, "test", "forces_mae")
     spe = _values(summary, "train", "seconds_per_epoch")
+    wall = _values(summary, "train", "wall_seconds")
     sps = _values(summary, "inference", "structures_per_second")
     group = ["dataset", "model", "variant"]
 
@@ -511,12 +518,14 @@ def comparison_table(summary: pd.DataFrame, literature: bool = True) -> pd.DataF
                     )
             s = series(spe, key)
             row[C_SPE] = float(s.mean()) if len(s) else math.nan
+            s = series(wall, key)
+            row[C_WALL] = float(s.mean()) if len(s) else math.nan
             s = series(sps, key)
             row[C_SPS] = float(s.mean()) if len(s) else math.nan
             row[C_RATIO] = comp_mean / row[C_MAE] if row[C_MAE] > 0 else math.nan
             rows.append(row)
         if literature:
-            rows.extend(_literature_rows(dataset, y_unit))
+            rows.extend(_literature_rows(dataset, y_unit, f_unit or "meV/Å"))
 
     out = pd.DataFrame(rows)
     for col in COMPARISON_COLUMNS:
@@ -533,32 +542,42 @@ def comparison_table(summary: pd.DataFrame, literature: bool = True) -> pd.DataF
     return out.reset_index(drop=True)
 
 
-def _literature_rows(dataset: str, y_unit: str | None) -> list[dict]:
-    rows = []
+def _convert_literature(entry, to_unit: str | None, dataset: str) -> tuple[float, str]:
+    value, unit = entry.value, entry.unit
+    if to_unit is None:
+        return value, unit
+    converted = lit.convert(value, unit, to_unit)
+    if converted is None:
+        warnings.warn(
+            f"literature value for {dataset!r} is in {unit!r}, our results "
+            f"in {to_unit!r}; shown in its own unit",
+            stacklevel=4,
+        )
+        return value, unit
+    return converted, to_unit
+
+
+def _literature_rows(
+    dataset: str, y_unit: str | None, f_unit: str | None = None
+) -> list[dict]:
+    """One row per published (model, paper) for ``dataset``: energy MAE and force MAE."""
+    rows: dict[tuple[str, str], dict] = {}
     for entry in lit.literature_for(dataset):
-        value, unit = entry.value, entry.unit
-        if y_unit is not None:
-            converted = lit.convert(value, unit, y_unit)
-            if converted is None:
-                warnings.warn(
-                    f"literature value for {dataset!r} is in {unit!r}, our results "
-                    f"in {y_unit!r}; shown in its own unit",
-                    stacklevel=3,
-                )
-            else:
-                value, unit = converted, y_unit
-        rows.append(
+        row = rows.setdefault(
+            (entry.model, entry.citation),
             {
                 "dataset": dataset,
                 "model": entry.model,
                 "variant": LITERATURE,
                 "source": entry.source,
-                "y_unit": unit,
-                C_MAE: value,
                 "best": False,
-            }
+            },
         )
-    return rows
+        if entry.metric == "forces_mae":
+            row[C_F], row["forces_unit"] = _convert_literature(entry, f_unit, dataset)
+        else:
+            row[C_MAE], row["y_unit"] = _convert_literature(entry, y_unit, dataset)
+    return list(rows.values())
 
 
 # --------------------------------------------------------------------------- markdown
@@ -701,25 +720,61 @@ def comparison_markdown(comparison: pd.DataFrame) -> str:
 
 
 def main_aggregate(
-    metrics_paths: PathArg | Iterable[PathArg], out_dir: PathArg, literature: bool = True
+    metrics_paths: PathArg | Iterable[PathArg],
+    out_dir: PathArg,
+    literature: bool = True,
+    model_pages: Iterable[str] = (),
 ) -> dict[str, Path]:
     """Aggregate metrics files into ``out_dir`` (the workflow uses ``results/tables``).
 
     ``metrics_paths``: the metrics.json files (e.g. Snakemake's ``input``), or one
-    directory to search recursively. Writes ``summary.csv``, ``comparison.csv`` and
-    ``comparison.md`` and returns their paths under the keys ``summary``, ``comparison``
-    and ``comparison_md``. Raises ``ValueError`` on malformed or missing input.
+    directory to search recursively. Writes ``summary.csv``, ``comparison.csv``,
+    ``comparison.md``, the front page ``front_page.{csv,md,html,rst}``, the provenance table
+    ``provenance.{csv,html}`` and, for each model in ``model_pages``, ``models/<model>.html``
+    (that model's rows of the front page; a model without results gets a page saying so).
+    Returns the paths under the keys ``summary``, ``comparison``, ``comparison_md``,
+    ``front_page``, ``front_page_md``, ``front_page_html``, ``front_page_rst``,
+    ``provenance``, ``provenance_html`` and ``model:<model>``.
+    Raises ``ValueError`` on malformed or missing input.
     """
+    from fusion.analysis import front_page as fp
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    summary = summary_table(collect_metrics(metrics_paths))
+    runs = collect_metrics(metrics_paths)
+    summary = summary_table(runs)
     comparison = comparison_table(summary, literature=literature)
+    front = fp.front_page_table(comparison)
+    provenance = fp.provenance_table(runs["path"])
     paths = {
         "summary": out / "summary.csv",
         "comparison": out / "comparison.csv",
         "comparison_md": out / "comparison.md",
+        "front_page": out / "front_page.csv",
+        "front_page_md": out / "front_page.md",
+        "front_page_html": out / "front_page.html",
+        "front_page_rst": out / "front_page.rst",
+        "provenance": out / "provenance.csv",
+        "provenance_html": out / "provenance.html",
     }
     summary.to_csv(paths["summary"], index=False)
     comparison.to_csv(paths["comparison"], index=False)
     paths["comparison_md"].write_text(comparison_markdown(comparison), encoding="utf-8")
+    front.to_csv(paths["front_page"], index=False)
+    paths["front_page_md"].write_text(fp.front_page_markdown(front), encoding="utf-8")
+    paths["front_page_html"].write_text(fp.front_page_html(front), encoding="utf-8")
+    paths["front_page_rst"].write_text(fp.front_page_rst(front, len(runs)), encoding="utf-8")
+    provenance.to_csv(paths["provenance"], index=False)
+    paths["provenance_html"].write_text(fp.provenance_html(provenance), encoding="utf-8")
+    for model in model_pages:
+        path = out / "models" / f"{model}.html"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = front[front["model"] == model]
+        title = f"{fp.agg_label(model)}: every variant on every dataset"
+        if len(rows):
+            text = fp.front_page_html(rows.reset_index(drop=True), title=title)
+        else:
+            text = fp._page(title, "<p>No results of this model in this run.</p>")
+        path.write_text(text, encoding="utf-8")
+        paths[f"model:{model}"] = path
     return paths

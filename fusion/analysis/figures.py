@@ -105,7 +105,11 @@ def _legend(fig: Figure, axes: list) -> None:
 
 
 def error_vs_params(
-    summary: pd.DataFrame, out_path: PathArg, metric: str = "mae", split: str = "test"
+    summary: pd.DataFrame,
+    out_path: PathArg,
+    metric: str = "mae",
+    split: str = "test",
+    datasets: Iterable[str] | None = None,
 ) -> list[Path]:
     """Test error vs trainable parameters, one panel per dataset; returns PNG and SVG paths.
 
@@ -114,15 +118,26 @@ def error_vs_params(
     baseline is a grey dashed horizontal line; arrows go from each model's baseline to
     each of its other variants. Both axes logarithmic (the composition baseline is often
     ~5x above the models). ``metric``/``split`` pick the error
-    (default test MAE; ``"forces_mae"`` for force fields).
+    (default test MAE; ``"forces_mae"`` for force fields); ``datasets`` restricts the panels.
     """
     sel = summary[(summary["split"] == split) & (summary["metric"] == metric)]
+    if datasets is not None:
+        sel = sel[sel["dataset"].isin(list(datasets))]
     if sel.empty:
         raise ValueError(
             f"error_vs_params: no {split} {metric} values in the summary table; nothing to plot"
         )
+    panels = [(d, metric) for d in sorted(sel["dataset"].unique())]
+    return _error_panels(summary, panels, out_path, split)
+
+
+def _error_panels(
+    summary: pd.DataFrame, panels: list[tuple[str, str]], out_path: PathArg, split: str
+) -> list[Path]:
+    """One error-vs-parameters panel per (dataset, metric) in ``panels``."""
+    sel = summary[(summary["split"] == split) & summary["metric"].isin({m for _, m in panels})]
     agg = (
-        sel.groupby(["dataset", "model", "variant"])
+        sel.groupby(["dataset", "metric", "model", "variant"])
         .agg(
             n_params=("n_params", "first"),
             mean=("value", "mean"),
@@ -132,11 +147,12 @@ def error_vs_params(
         )
         .reset_index()
     )
-    datasets = sorted(agg["dataset"].unique())
     with mpl.rc_context(_RC):
-        fig, axes = _grid(len(datasets))
-        for ax, dataset in zip(axes, datasets):
-            block = agg[agg["dataset"] == dataset]
+        fig, axes = _grid(len(panels))
+        for ax, (dataset, metric) in zip(axes, panels):
+            block = agg[(agg["dataset"] == dataset) & (agg["metric"] == metric)]
+            if block.empty:
+                raise ValueError(f"error_vs_params: no {split} {metric} values for {dataset!r}")
             unit = block["unit"].iloc[0]
             models = block[block["model"] != COMPOSITION]
             points = {}
@@ -216,7 +232,9 @@ def error_vs_params(
             _log_axis(ax.yaxis)
             n_min, n_max = int(block["n"].min()), int(block["n"].max())
             seeds = f"{n_max} seeds" if n_min == n_max else f"{n_min}–{n_max} seeds"
-            ax.set_title(f"{dataset} ({seeds})")
+            what = "forces" if metric.startswith("forces") else "energy"
+            title = dataset if len({d for d, _ in panels}) == len(panels) else f"{dataset}, {what}"
+            ax.set_title(f"{title} ({seeds})")
             ax.set_xlabel("trainable parameters")
             what = metric.replace("_", " ").replace("rmse", "RMSE").replace("mae", "MAE")
             ax.set_ylabel(f"{split} {what} [{unit}]")
@@ -341,21 +359,190 @@ def learning_curves(
         return save_figure(fig, out_path)
 
 
+# --------------------------------------------------------------------------- per molecule
+
+# Dataset keys of force-field datasets (one molecule per dataset, energies and forces).
+FORCE_FIELD_PREFIXES = ("xtb-md-", "rmd17-", "md17-", "3bpa-", "xxmd-", "stilbene")
+
+
+def is_force_field(dataset: str) -> bool:
+    """True for force-field dataset keys (``xtb-md-ethanol``, ``rmd17-aspirin``, ...)."""
+    return dataset.startswith(FORCE_FIELD_PREFIXES)
+
+
+def per_molecule_bars(summary: pd.DataFrame, out_path: PathArg, split: str = "test") -> list[Path]:
+    """Energy and force MAE per molecule, grouped bars per (model, variant); PNG and SVG.
+
+    Uses every dataset of ``summary`` that reports ``forces_mae`` on ``split``; x = dataset
+    (one molecule each), bar = mean over seeds, whisker = ± sample std, y log scale. Two
+    panels: energy MAE (``mae``, e.g. meV) and force MAE (``forces_mae``, e.g. meV/Å). The
+    composition baseline predicts no forces and is left out of both panels.
+    """
+    test = summary[summary["split"] == split]
+    datasets = sorted(test[test["metric"] == "forces_mae"]["dataset"].unique())
+    if not datasets:
+        raise ValueError(
+            f"per_molecule_bars: no dataset reports {split} forces_mae; nothing to plot"
+        )
+    test = test[test["dataset"].isin(datasets) & (test["model"] != COMPOSITION)]
+    runs = sorted(
+        {(m, v) for m, v in zip(test["model"], test["variant"])}, key=lambda k: sort_key(*k)
+    )
+    width = 0.8 / max(1, len(runs))
+    with mpl.rc_context(_RC):
+        fig = Figure(figsize=(max(6.0, 1.1 * len(datasets) + 3.0), 6.4), layout="constrained")
+        axes = fig.subplots(2, 1, sharex=True)
+        for ax, metric, what in zip(axes, ("mae", "forces_mae"), ("energy", "forces")):
+            block = test[test["metric"] == metric]
+            unit = block["unit"].dropna().iloc[0] if block["unit"].notna().any() else ""
+            for i, (model, variant) in enumerate(runs):
+                st = style_for(model, variant)
+                run = block[(block["model"] == model) & (block["variant"] == variant)]
+                stats = run.groupby("dataset")["value"].agg(["mean", "std", "size"])
+                xs, means, stds = [], [], []
+                for j, dataset in enumerate(datasets):
+                    if dataset in stats.index:
+                        xs.append(j - 0.4 + width * (i + 0.5))
+                        means.append(stats.loc[dataset, "mean"])
+                        std = stats.loc[dataset, "std"]
+                        stds.append(0.0 if pd.isna(std) else std)
+                if xs:
+                    ax.bar(
+                        xs,
+                        means,
+                        width=width * 0.95,
+                        yerr=stds,
+                        color=st.color,
+                        capsize=2,
+                        label=st.label,
+                        zorder=3,
+                    )
+            ax.set_yscale("log")
+            _log_axis(ax.yaxis)
+            ax.set_ylabel(f"{split} {what} MAE [{unit}]")
+            ax.grid(axis="x", visible=False)
+        axes[-1].set_xticks(range(len(datasets)))
+        axes[-1].set_xticklabels(datasets, rotation=30, ha="right")
+        n = test.groupby(["dataset", "model", "variant"])["seed"].nunique()
+        seeds = f"{n.min()}" if n.min() == n.max() else f"{n.min()}–{n.max()}"
+        axes[0].set_title(f"Error per molecule ({seeds} seeds per bar)")
+        _legend(fig, list(axes))
+        return save_figure(fig, out_path)
+
+
+# --------------------------------------------------------------------------- kernel speed
+
+_KERNEL_CONFIG = ("nodes", "elements", "channels", "lmax", "correlation", "irreps_out", "dtype")
+
+
+def read_benchmark(path: PathArg) -> pd.DataFrame:
+    """A kernel benchmark CSV with a ``speedup`` column (or ``baseline_s`` and ``fusion_s``).
+
+    Rows also need ``mode`` (e.g. ``fwd``, ``fwd+bwd``). Returns the table with
+    ``speedup = baseline_s / fusion_s`` filled in and a ``benchmark`` column (the file stem).
+    """
+    path = Path(path)
+    try:
+        table = pd.read_csv(path)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise ValueError(f"{path}: cannot read benchmark CSV ({exc})") from None
+    if "speedup" not in table.columns:
+        if not {"baseline_s", "fusion_s"} <= set(table.columns):
+            raise ValueError(
+                f"{path}: benchmark CSV needs a 'speedup' column or 'baseline_s' and "
+                f"'fusion_s' (seconds); has {list(table.columns)}"
+            )
+        table["speedup"] = table["baseline_s"] / table["fusion_s"]
+    if "mode" not in table.columns:
+        raise ValueError(f"{path}: benchmark CSV needs a 'mode' column (fwd, fwd+bwd, ...)")
+    if table.empty:
+        raise ValueError(f"{path}: benchmark CSV has no rows")
+    return table.assign(benchmark=path.stem)
+
+
+def kernel_speed(csv_paths: Iterable[PathArg], out_path: PathArg) -> list[Path]:
+    """Speedup of our kernels over the reference (time reference / time ours), bars.
+
+    One panel per benchmark CSV (``results/benchmarks/product.csv``: FusionProduct vs
+    mace-torch's SymmetricContraction; ``cormorant_speed.csv`` when present); bars per
+    configuration (the columns of ``_KERNEL_CONFIG`` that vary), one colour per ``mode``. A
+    dotted line at 1 (equal speed). Returns PNG and SVG paths.
+    """
+    tables = [read_benchmark(p) for p in csv_paths]
+    if not tables:
+        raise ValueError("kernel_speed: no benchmark CSV given")
+    mode_colors = ("#2171b5", "#d94801", "#238b45", "#6a51a3")
+    with mpl.rc_context(_RC):
+        fig, axes = _grid(len(tables), panel_w=5.2, panel_h=3.6)
+        for ax, table in zip(axes, tables):
+            varying = [c for c in _KERNEL_CONFIG if c in table and table[c].nunique() > 1]
+            configs = (
+                table[varying].astype(str).agg(", ".join, axis=1)
+                if varying
+                else pd.Series(["all"] * len(table))
+            )
+            table = table.assign(_config=configs.to_numpy())
+            labels = list(dict.fromkeys(table["_config"]))
+            modes = list(dict.fromkeys(table["mode"]))
+            width = 0.8 / len(modes)
+            for i, mode in enumerate(modes):
+                rows = table[table["mode"] == mode]
+                mean = rows.groupby("_config")["speedup"].mean()
+                xs = [labels.index(c) - 0.4 + width * (i + 0.5) for c in mean.index]
+                ax.bar(
+                    xs,
+                    mean.to_numpy(),
+                    width=width * 0.95,
+                    color=mode_colors[i % len(mode_colors)],
+                    label=str(mode),
+                    zorder=3,
+                )
+            ax.axhline(1.0, color="0.3", linestyle=":", lw=1.2)
+            ax.set_xticks(range(len(labels)))
+            ax.set_xticklabels(labels, rotation=25, ha="right", fontsize=8)
+            device = ", ".join(sorted(table["device"].astype(str).unique())) if (
+                "device" in table
+            ) else "?"
+            ax.set_title(f"{table['benchmark'].iloc[0]} ({device})")
+            ax.set_ylabel("speedup (reference time / ours)")
+            if varying:
+                ax.set_xlabel(" / ".join(varying))
+        _legend(fig, axes)
+        return save_figure(fig, out_path)
+
+
 # --------------------------------------------------------------------------- entry point
 
 
 def main_figures(
-    summary_csv: PathArg, log_paths: Iterable[PathArg], out_dir: PathArg
+    summary_csv: PathArg | None,
+    log_paths: Iterable[PathArg],
+    out_dir: PathArg,
+    datasets: Iterable[str] | None = None,
+    kernels: Iterable[PathArg] = (),
+    kernel_name: str = "kernel_speed",
 ) -> dict[str, list[Path]]:
     """Draw the study's figures into ``out_dir`` (the workflow uses ``results/figures``).
 
-    ``summary_csv``: ``results/tables/summary.csv`` from ``main_aggregate``;
-    ``log_paths``: the runs' ``log.csv`` files. Writes ``error_vs_params.{png,svg}``
-    (test MAE; plus ``forces_error_vs_params.{png,svg}`` when any run reports forces) and
-    ``learning_curves.{png,svg}``; returns ``{"error_vs_params": [png, svg], ...}``.
-    Raises ``ValueError`` when there is nothing to plot.
+    ``summary_csv``: ``results/tables/summary.csv`` from ``main_aggregate`` (None: kernel
+    figure only); ``log_paths``: the runs' ``log.csv`` files. Writes
+    ``error_vs_params.{png,svg}`` (test MAE; plus ``forces_error_vs_params.{png,svg}`` when any
+    run reports forces), ``learning_curves.{png,svg}``, per dataset
+    ``datasets/<dataset>/{error_vs_params,learning_curves}.{png,svg}`` (for ``datasets``, default
+    every dataset of the summary; the error panel adds forces when the dataset has them),
+    ``per_molecule.{png,svg}`` when a dataset reports forces, and ``<kernel_name>.{png,svg}``
+    from the benchmark CSVs ``kernels``. Returns ``{"error_vs_params": [png, svg], ...}``.
+    Raises ``ValueError`` when there is nothing to plot or a requested dataset has no results.
     """
     out = Path(out_dir)
+    written: dict[str, list[Path]] = {}
+    kernels = list(kernels)
+    if kernels:
+        written[kernel_name] = kernel_speed(kernels, out / kernel_name)
+    if summary_csv is None:
+        if not kernels:
+            raise ValueError("figures: give a summary table, benchmark CSVs, or both")
+        return written
     summary = read_summary(summary_csv)
     units = (
         summary[(summary["split"] == "test") & (summary["metric"] == "mae")]
@@ -363,13 +550,35 @@ def main_figures(
         .first()
         .to_dict()
     )
-    written = {"error_vs_params": error_vs_params(summary, out / "error_vs_params")}
+    written["error_vs_params"] = error_vs_params(summary, out / "error_vs_params")
     forces = summary[(summary["split"] == "test") & (summary["metric"] == "forces_mae")]
     if not forces.empty and np.isfinite(forces["value"]).any():
         written["forces_error_vs_params"] = error_vs_params(
             summary, out / "forces_error_vs_params", metric="forces_mae"
         )
-    written["learning_curves"] = learning_curves(
-        list(log_paths), out / "learning_curves", units=units
-    )
+        written["per_molecule"] = per_molecule_bars(summary, out / "per_molecule")
+    logs = read_logs(list(log_paths))
+    written["learning_curves"] = learning_curves(logs, out / "learning_curves", units=units)
+    present = set(summary["dataset"])
+    wanted = sorted(present) if datasets is None else list(datasets)
+    missing = [d for d in wanted if d not in present]
+    if missing:
+        raise ValueError(
+            f"figures: no results for dataset(s) {missing} in {summary_csv} "
+            f"(has {sorted(present)})"
+        )
+    for dataset in wanted:
+        folder = out / "datasets" / dataset
+        panels = [(dataset, "mae")]
+        if dataset in set(forces["dataset"]):
+            panels.append((dataset, "forces_mae"))
+        written[f"{dataset}:error_vs_params"] = _error_panels(
+            summary, panels, folder / "error_vs_params", "test"
+        )
+        curves = logs[logs["dataset"] == dataset]
+        if curves.empty:
+            raise ValueError(f"figures: no training logs for dataset {dataset!r}")
+        written[f"{dataset}:learning_curves"] = learning_curves(
+            curves, folder / "learning_curves", units=units
+        )
     return written

@@ -1,6 +1,9 @@
 """Where and with what a result was produced: git commit, package versions, device, host.
 
-Timestamps are ISO 8601 in UTC (``2025-01-31T12:00:00+00:00``).
+Timestamps are ISO 8601 in UTC (``2025-01-31T12:00:00+00:00``); ``wall_seconds`` is the
+time from ``started`` to ``finished`` in seconds. ``cpu`` is the host CPU's model name,
+``gpu`` the CUDA device's name (None on CPU runs), ``cpu_count`` the logical cores of the
+host, ``platform`` the operating system string.
 """
 
 from __future__ import annotations
@@ -87,6 +90,17 @@ def device_name(device: str | None = None) -> str:
     return f"cpu: {cpu_name()}"
 
 
+def gpu_name(device: str | None = None) -> str | None:
+    """Name of the CUDA device a run used (``device`` as in :func:`device_name`); None on CPU."""
+    import torch
+
+    use_cuda = torch.cuda.is_available() if device is None else str(device).startswith("cuda")
+    if not (use_cuda and torch.cuda.is_available()):
+        return None
+    index = torch.device(device).index if device and ":" in str(device) else 0
+    return torch.cuda.get_device_name(index or 0)
+
+
 def process_start_time() -> float:
     """Start of this process in seconds since the epoch (Linux /proc), else import time."""
     try:
@@ -105,13 +119,18 @@ def provenance(started: float | str | None = None, device: str | None = None) ->
     """Provenance record for ``metrics.json``.
 
     ``started``: when the run began (seconds since the epoch or an ISO string); default the
-    start of this process (one run per process in the CLI). ``finished`` is now. ``device``:
-    the torch device used (default: CUDA when available, else CPU).
+    start of this process (one run per process in the CLI). ``finished`` is now and
+    ``wall_seconds`` (s) the time between the two. ``device``: the torch device used (default:
+    CUDA when available, else CPU).
     """
     import torch
 
     if started is None:
         started = process_start_time()
+    finished = time.time()
+    started_seconds = (
+        datetime.fromisoformat(started).timestamp() if isinstance(started, str) else started
+    )
     return {
         "git_commit": git_commit(),
         "git_dirty": git_dirty(),
@@ -119,6 +138,11 @@ def provenance(started: float | str | None = None, device: str | None = None) ->
         "device": device_name(device),
         "hostname": socket.gethostname(),
         "threads": torch.get_num_threads(),
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "gpu": gpu_name(device),
+        "platform": platform.platform(),
         "started": started if isinstance(started, str) else iso_utc(started),
-        "finished": iso_utc(),
+        "finished": iso_utc(finished),
+        "wall_seconds": round(max(0.0, finished - started_seconds), 3),
     }

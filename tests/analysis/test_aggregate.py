@@ -50,8 +50,9 @@ def test_summary_columns_and_row_counts(tables):
     assert list(summary.columns) == SUMMARY_COLUMNS
     # 18 runs; each has test+val mae, rmse, mae_per_atom (6 rows); the 12 trained runs add
     # train seconds_per_epoch and inference structures_per_second (the composition fit
-    # has neither); the 6 aspirin mace runs add forces_mae and forces_rmse for test and val.
-    assert len(summary) == 18 * 6 + 12 * 2 + 6 * 4
+    # has neither); the 6 aspirin mace runs add forces_mae and forces_rmse for test and val;
+    # every run (the composition fit too) has its training wall time.
+    assert len(summary) == 18 * 6 + 12 * 2 + 6 * 4 + 18
     counts = summary.groupby(["split", "metric"]).size().to_dict()
     assert counts[("test", "mae")] == 18
     assert counts[("test", "forces_mae")] == 6

@@ -23,7 +23,16 @@ def _check_written(paths):
 def test_main_figures_writes_png_and_svg(results_tree, tmp_path):
     tables = agg.main_aggregate(results_tree["metrics"], tmp_path / "tables")
     written = fig.main_figures(tables["summary"], results_tree["logs"], tmp_path / "figures")
-    assert set(written) == {"error_vs_params", "forces_error_vs_params", "learning_curves"}
+    assert set(written) == {
+        "error_vs_params",
+        "forces_error_vs_params",
+        "learning_curves",
+        "per_molecule",
+        "qm9-U0:error_vs_params",
+        "qm9-U0:learning_curves",
+        "xtb-md-aspirin:error_vs_params",
+        "xtb-md-aspirin:learning_curves",
+    }
     svg = _check_written(written["error_vs_params"])
     assert "qm9-U0" in svg and "xtb-md-aspirin" in svg  # one panel per dataset
     assert "composition baseline" in svg and "MACE + fusion" in svg
@@ -33,6 +42,10 @@ def test_main_figures_writes_png_and_svg(results_tree, tmp_path):
     svg = _check_written(written["learning_curves"])
     assert "validation MAE [meV]" in svg and "MACE baseline (3 seeds)" in svg
     assert "composition" not in svg  # composition fits are not learning curves
+    svg = _check_written(written["xtb-md-aspirin:error_vs_params"])
+    assert "xtb-md-aspirin, forces" in svg and "qm9-U0" not in svg  # energy and forces panels
+    svg = _check_written(written["per_molecule"])
+    assert "test forces MAE [meV/Å]" in svg and "qm9-U0" not in svg
 
 
 def test_output_suffix_is_replaced(results_tree, tmp_path):

@@ -1,4 +1,20 @@
-# Aggregation: every metrics.json -> tidy summary and the comparison table.
+# Aggregation: every metrics.json -> tidy summary, comparison, front page, provenance.
+# Report categories are numbered so that the report menu lists them in reading order.
+from fusion.analysis.style import model_label
+
+
+def report_models():
+    """Model families with results in this config (the composition baseline included)."""
+    models = set(config["models"])
+    for override in config.get("dataset_overrides", {}).values():
+        models |= set(override.get("models", {}))
+    if config.get("composition", True):
+        models.add("composition")
+    return sorted(models)
+
+
+def model_category(model):
+    return f"3 Model: {model_label(model)}"
 
 
 rule aggregate:
@@ -8,17 +24,55 @@ rule aggregate:
         summary=report(
             "results/tables/summary.csv",
             caption="../report/summary.rst",
-            category="Tables",
+            category="7 All numbers",
         ),
         comparison=report(
             "results/tables/comparison.csv",
             caption="../report/comparison.rst",
-            category="Tables",
+            category="7 All numbers",
         ),
         comparison_md="results/tables/comparison.md",
+        front_page=report(
+            "results/tables/front_page.html",
+            caption="../report/front_page.rst",
+            category="1 Front page",
+            labels={"table": "results at a glance", "format": "HTML"},
+        ),
+        front_page_csv=report(
+            "results/tables/front_page.csv",
+            caption="../report/front_page.rst",
+            category="1 Front page",
+            labels={"table": "results at a glance", "format": "CSV"},
+        ),
+        front_page_md="results/tables/front_page.md",
+        front_page_rst="results/tables/front_page.rst",
+        provenance=report(
+            "results/tables/provenance.html",
+            caption="../report/provenance.rst",
+            category="6 Provenance",
+            labels={"table": "provenance", "format": "HTML"},
+        ),
+        provenance_csv=report(
+            "results/tables/provenance.csv",
+            caption="../report/provenance.rst",
+            category="6 Provenance",
+            labels={"table": "provenance", "format": "CSV"},
+        ),
+        model_pages=[
+            report(
+                f"results/tables/models/{model}.html",
+                caption="../report/model_page.rst",
+                category=model_category(model),
+                labels={"model": model_label(model), "table": "all variants"},
+            )
+            for model in report_models()
+        ],
     log:
         "results/logs/aggregate.log",
     conda:
         "../../environment.yml"
+    params:
+        models=report_models(),
     shell:
-        "fusion aggregate {input} --out-dir results/tables 2>&1 | tee {log}"
+        "fusion aggregate {input} --out-dir results/tables --model-pages {params.models} "
+        "2>&1 | tee {log}"

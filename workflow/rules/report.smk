@@ -1,4 +1,47 @@
-# Figures for the report (`snakemake --report results/report.html`).
+# Figures and the layout of `snakemake --report results/report.html`.
+# Landing page: the front-page table (results/tables/front_page.rst, written by `aggregate`)
+# once it exists, otherwise a description of the report. Categories are numbered so the
+# menu lists them in reading order: 1 Front page, 2 Dataset ..., 3 Model ..., 4 Kernels,
+# 5 Dynamics, 6 Provenance, 7 All numbers.
+import os
+
+from fusion.analysis.figures import is_force_field
+
+_FRONT_PAGE_RST = "results/tables/front_page.rst"
+
+if os.path.exists(_FRONT_PAGE_RST):
+
+    report: os.path.abspath(_FRONT_PAGE_RST)
+
+else:
+
+    report: "../report/workflow.rst"
+
+
+# Benchmarks are run by benchmarks/*.py and committed, not rerun by the workflow.
+KERNEL_BENCHMARKS = [
+    path
+    for path in (
+        "results/benchmarks/product.csv",
+        "results/benchmarks/cormorant_speed.csv",
+    )
+    if os.path.exists(path)
+]
+
+
+def dataset_category(dataset):
+    """Report category of a dataset's figures (stilbene dynamics datasets: Dynamics)."""
+    if "stilbene" in dataset:
+        return f"5 Dynamics: {dataset}"
+    return f"2 Dataset: {dataset}"
+
+
+def report_datasets():
+    return list(config["datasets"])
+
+
+def any_force_field():
+    return any(is_force_field(d) for d in config["datasets"])
 
 
 rule figures:
@@ -9,22 +52,48 @@ rule figures:
         error_vs_params=report(
             "results/figures/error_vs_params.png",
             caption="../report/error_vs_params.rst",
-            category="Figures",
+            category="2 All datasets",
+            labels={"figure": "error vs parameters"},
         ),
         error_vs_params_svg="results/figures/error_vs_params.svg",
         learning_curves=report(
             "results/figures/learning_curves.png",
             caption="../report/learning_curves.rst",
-            category="Figures",
+            category="2 All datasets",
+            labels={"figure": "learning curves"},
         ),
         learning_curves_svg="results/figures/learning_curves.svg",
+        per_dataset=[
+            report(
+                f"results/figures/datasets/{dataset}/{figure}.png",
+                caption=f"../report/{figure}.rst",
+                category=dataset_category(dataset),
+                labels={"dataset": dataset, "figure": figure.replace("_", " ")},
+            )
+            for dataset in report_datasets()
+            for figure in ("error_vs_params", "learning_curves")
+        ],
+        per_molecule=(
+            [
+                report(
+                    "results/figures/per_molecule.png",
+                    caption="../report/per_molecule.rst",
+                    category="2 All datasets",
+                    labels={"figure": "error per molecule"},
+                )
+            ]
+            if any_force_field()
+            else []
+        ),
     log:
         "results/logs/figures.log",
     conda:
         "../../environment.yml"
+    params:
+        datasets=report_datasets(),
     shell:
         "fusion figures --summary {input.summary} --logs {input.logs} "
-        "--out-dir results/figures 2>&1 | tee {log}"
+        "--datasets {params.datasets} --out-dir results/figures 2>&1 | tee {log}"
 
 
 rule dataset_cards:
@@ -32,7 +101,8 @@ rule dataset_cards:
         report(
             "results/tables/dataset_cards.md",
             caption="../report/dataset_cards.rst",
-            category="Datasets",
+            category="2 All datasets",
+            labels={"figure": "dataset cards"},
         ),
     log:
         "results/logs/dataset_cards.log",
@@ -44,18 +114,22 @@ rule dataset_cards:
         "fusion cards {params.datasets} --out {output} 2>&1 | tee {log}"
 
 
+# Requested by rule all when results/benchmarks/product.png exists (common.smk); drawn from
+# the benchmark CSVs (product.csv, and cormorant_speed.csv when present).
 rule product_benchmark_figure:
     input:
-        "results/benchmarks/product.png",
+        KERNEL_BENCHMARKS,
     output:
         report(
             "results/figures/product_speedup.png",
             caption="../report/product_benchmark.rst",
-            category="Kernels",
+            category="4 Kernels",
+            labels={"figure": "kernel speedup"},
         ),
     log:
         "results/logs/product_benchmark_figure.log",
     conda:
         "../../environment.yml"
     shell:
-        "cp {input} {output} 2>&1 | tee {log}"
+        "fusion figures --kernels {input} --kernel-name product_speedup "
+        "--out-dir results/figures 2>&1 | tee {log}"
