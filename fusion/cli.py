@@ -8,6 +8,7 @@
     fusion cards qm9-U0 --out results/tables/dataset_cards.md
     fusion aggregate METRICS... --out-dir results/tables
     fusion figures --summary results/tables/summary.csv --logs LOGS... --out-dir results/figures
+    fusion figures --kernels results/benchmarks/product.csv --out-dir results/figures
 
 Every error a user can cause ends in one line ``error: ...`` and exit status 2.
 """
@@ -104,13 +105,20 @@ def _cmd_cards(args) -> None:
 def _cmd_aggregate(args) -> None:
     from fusion.analysis.aggregate import main_aggregate
 
-    main_aggregate(args.metrics, args.out_dir)
+    main_aggregate(args.metrics, args.out_dir, model_pages=args.model_pages)
 
 
 def _cmd_figures(args) -> None:
     from fusion.analysis.figures import main_figures
 
-    main_figures(args.summary, args.logs, args.out_dir)
+    main_figures(
+        args.summary,
+        args.logs,
+        args.out_dir,
+        datasets=args.datasets,
+        kernels=args.kernels,
+        kernel_name=args.kernel_name,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,12 +155,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("aggregate", help="metrics.json files -> summary and comparison tables")
     p.add_argument("metrics", nargs="+")
     p.add_argument("--out-dir", required=True)
+    p.add_argument(
+        "--model-pages", nargs="*", default=[], help="models that get a models/<model>.html page"
+    )
     p.set_defaults(func=_cmd_aggregate)
 
-    p = sub.add_parser("figures", help="summary table and logs -> figures")
-    p.add_argument("--summary", required=True)
+    p = sub.add_parser("figures", help="summary table, logs and benchmark CSVs -> figures")
+    p.add_argument("--summary", help="summary.csv (leave out to draw only --kernels)")
     p.add_argument("--logs", nargs="*", default=[])
     p.add_argument("--out-dir", required=True)
+    p.add_argument("--datasets", nargs="*", help="datasets that get their own figures")
+    p.add_argument("--kernels", nargs="*", default=[], help="kernel benchmark CSVs")
+    p.add_argument("--kernel-name", default="kernel_speed", help="file stem of the kernel figure")
     p.set_defaults(func=_cmd_figures)
     return parser
 
