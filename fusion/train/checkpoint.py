@@ -14,10 +14,17 @@ readable ``checkpoint.pt`` exists at every moment after the first epoch.
 
 Checkpoints hold only tensors and plain Python values (numbers, strings, lists, tuples,
 dicts, ``None``) so they load with ``torch.load(weights_only=True)``.
+
+Each checkpoint also stores a SHA-256 digest of its own content (``content_sha256``: every
+tensor's dtype, shape and bytes and every other value's ``repr``, in order). ``torch.load``
+does not check the CRCs of its zip records, so a flipped bit in a tensor would otherwise load
+silently; :func:`read_checkpoint` recomputes the digest and treats a mismatch as corruption.
+Checkpoints written before the digest existed (no such key) are still accepted.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import tempfile
@@ -30,6 +37,7 @@ import torch
 CHECKPOINT_NAME = "checkpoint.pt"
 PREV_CHECKPOINT_NAME = "checkpoint.prev.pt"
 CHECKPOINT_FORMAT = 1
+DIGEST_KEY = "content_sha256"
 
 # Keys every checkpoint written by fusion.train.trainer has; a file missing any is corrupt.
 REQUIRED_KEYS = (
@@ -129,6 +137,35 @@ def remove_stale_temporaries(workdir: str | os.PathLike) -> None:
                 pass
 
 
+def content_digest(state: dict) -> str:
+    """SHA-256 (hex) of a checkpoint's content, ``DIGEST_KEY`` itself left out.
+
+    Tensors contribute dtype, shape and raw bytes; dicts their keys and values in order;
+    lists and tuples their items; any other value its type name and ``repr``.
+    """
+    digest = hashlib.sha256()
+
+    def feed(value: object) -> None:
+        if isinstance(value, torch.Tensor):
+            tensor = value.detach().to("cpu").contiguous()
+            digest.update(f"T{tensor.dtype}{tuple(tensor.shape)};".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+        elif isinstance(value, dict):
+            digest.update(f"D{len(value)};".encode())
+            for key, item in value.items():
+                feed(key)
+                feed(item)
+        elif isinstance(value, list | tuple):
+            digest.update(f"{type(value).__name__}{len(value)};".encode())
+            for item in value:
+                feed(item)
+        else:
+            digest.update(f"{type(value).__name__}:{value!r};".encode())
+
+    feed({k: v for k, v in state.items() if k != DIGEST_KEY})
+    return digest.hexdigest()
+
+
 def save_checkpoint(state: dict, workdir: str | os.PathLike) -> Path:
     """Write ``state`` as ``workdir/checkpoint.pt``, keeping the old one as ``.prev.pt``.
 
@@ -157,6 +194,7 @@ def save_checkpoint(state: dict, workdir: str | os.PathLike) -> Path:
         except OSError:
             os.replace(current, prev)
 
+    state = {**state, DIGEST_KEY: content_digest(state)}
     _atomic_write(current, lambda f: torch.save(state, f), "wb", before_replace=keep_previous)
     return current
 
@@ -179,6 +217,12 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         )
     if not isinstance(state["epoch"], int) or state["epoch"] < 0:
         raise CheckpointError(f"{path} has an invalid epoch {state['epoch']!r}")
+    if DIGEST_KEY in state and state[DIGEST_KEY] != content_digest(state):
+        raise CheckpointError(
+            f"{path} fails its content checksum (stored {DIGEST_KEY} "
+            f"{str(state[DIGEST_KEY])[:12]}..., content gives {content_digest(state)[:12]}...): "
+            "its bytes changed after it was written"
+        )
     return state
 
 
