@@ -164,7 +164,14 @@ def model_stats(structures, train_idx, r_max: float):
     e0 = fit_composition(structures, train_idx, elements)
     residual = structures.y[train_idx] - predict_composition(structures, train_idx, elements, e0)
     per_atom = residual / structures.n_atoms[train_idx]
-    scale = float(np.std(per_atom)) or 1.0
+    if structures.forces is not None:
+        # Force datasets: mace_run_train's default "rms_forces_scaling", the RMS of the
+        # training forces' components (eV/Å). The per-atom energy std of an MD trajectory
+        # of one molecule is ~100x smaller and would shrink the initial forces accordingly.
+        train_forces = structures.forces[structures.atom_indices(train_idx)]  # [A_train, 3]
+        scale = float(np.sqrt(np.mean(train_forces**2))) or 1.0
+    else:
+        scale = float(np.std(per_atom)) or 1.0
     return ModelStats(
         elements=elements,
         atomic_energies=np.asarray(e0, dtype=np.float64),

@@ -317,3 +317,78 @@ def test_force_dataset_stats(tmp_path):
     assert stats["split_sizes"] == {"train": 19, "val": 1, "test": 12}
     assert stats["energy_std_eV"] == round(float(np.std(s.y)), 4)
     json.dumps(stats)  # card values are plain JSON
+
+
+# ---------------------------------------------------------------------- training with forces
+def pair_potential_frames(n_frames: int, seed: int = 0):
+    """Ethanol-shaped frames with a Morse pair potential: consistent E (kcal/mol) and
+    F = -dE/dx (kcal/mol/Å), so a force model has something real to learn."""
+    rng = np.random.default_rng(seed)
+    base = np.array([[0, 0, 0], [1.5, 0, 0], [2.0, 1.3, 0], [-0.5, 0.9, 0.3],
+                     [-0.5, -0.9, 0.3], [-0.4, 0, -1.0], [1.9, -0.5, 0.9],
+                     [1.9, -0.5, -0.9], [2.9, 1.3, 0.2]], dtype=float)
+    pos = base + 0.08 * rng.normal(size=(n_frames, 9, 3))
+    diff = pos[:, :, None, :] - pos[:, None, :, :]  # [F, 9, 9, 3]
+    r = np.linalg.norm(diff, axis=-1) + np.eye(9)
+    x = np.exp(-1.2 * (r - 1.3))
+    pair = 20.0 * (1 - x) ** 2 * (1 - np.eye(9))
+    energy = 0.5 * pair.sum(axis=(1, 2)) - 30000.0
+    dpair = 20.0 * 2 * (1 - x) * 1.2 * x * (1 - np.eye(9))  # dE_pair/dr
+    forces = -(dpair[..., None] * diff / r[..., None]).sum(axis=2)
+    return pos, energy, forces
+
+
+def test_training_with_forces_writes_force_errors_in_mev_per_angstrom(tmp_path):
+    import torch
+
+    from fusion.data.graphs import GraphLoader
+    from fusion.experiment import RunSpec, model_stats, run_training
+    from fusion.models.registry import build_model
+
+    pos, e, f = pair_potential_frames(40)
+    src = tmp_path / "downloads" / "md17_ethanol.npz"
+    src.parent.mkdir(parents=True)
+    src.write_bytes(npz_bytes(z=ETHANOL_Z, R=pos, E=e[:, None], F=f))
+    hparams = {"num_channels": 8, "max_L": 0, "max_ell": 1, "correlation": 2,
+               "num_interactions": 1, "r_max": 3.0}
+    spec = RunSpec.from_dict({
+        "dataset": "md17-ethanol", "model": "mace", "variant": "baseline", "seed": 0,
+        "out_dir": str(tmp_path / "run"), "cache_dir": str(tmp_path),
+        "split": {"n_train": 24, "n_val": 6, "n_test": 10}, "batch_size": 8,
+        "hparams": hparams, "threads": 1,
+        "training": {"epochs": 3, "dtype": "float64", "forces_weight": 10.0,
+                     "scheduler": "none", "progress": False, "device": "cpu"}})
+    metrics = run_training(spec, log=lambda s: None)
+    assert metrics["units"]["forces"] == "meV/Å"
+    for split in ("val", "test"):
+        assert metrics[split]["forces_mae"] > 0 and metrics[split]["forces_rmse"] >= \
+            metrics[split]["forces_mae"]
+    written = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert written["test"]["forces_mae"] == metrics["test"]["forces_mae"]
+    log = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert all(row.split(",")[5] for row in log[1:])  # val_forces_mae every epoch
+
+    # Recompute the test force MAE from model.pt, independently of the trainer.
+    from fusion.data.registry import get_dataset
+
+    structures, splits = get_dataset("md17-ethanol", cache_dir=tmp_path, n_train=24,
+                                     n_val=6, n_test=10)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        stats = model_stats(structures, splits["train"], 3.0)
+        model = build_model("mace", "baseline", hparams, stats)
+        model.load_state_dict(torch.load(tmp_path / "run" / "model.pt"))
+        loader = GraphLoader(structures, splits["test"], 10, 3.0, stats.elements,
+                             dtype=torch.float64)
+        errors = []
+        for batch in loader:
+            out = model(batch, compute_forces=True)
+            errors.append((out["forces"].detach() - batch["forces"]).abs().numpy())
+    finally:
+        torch.set_default_dtype(old)
+    direct = float(np.concatenate(errors).mean()) * 1000.0  # eV/Å -> meV/Å
+    assert metrics["test"]["forces_mae"] == pytest.approx(direct, rel=1e-6)
+    # scale of a force dataset = RMS of the training force components (eV/Å)
+    train_f = structures.forces[structures.atom_indices(splits["train"])]
+    assert stats.scale == pytest.approx(float(np.sqrt(np.mean(train_f**2))))
