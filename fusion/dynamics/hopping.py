@@ -77,6 +77,7 @@ __all__ = [
     "TrajectoryResult",
     "run_trajectory",
     "franck_condon_sample",
+    "stilbene_starts",
     "run_ensemble",
     "exponential_lifetime",
     "wilson_interval",
@@ -310,6 +311,25 @@ def franck_condon_sample(positions: np.ndarray, masses_amu: np.ndarray, temperat
 
 
 # --------------------------------------------------------------------------- ensembles
+
+
+def stilbene_starts(seed: int = 0) -> tuple[dict, tuple[int, int, int, int]]:
+    """Franck–Condon reference geometries ``{"cis": Atoms, "trans": Atoms}`` of stilbene
+    (torsion 0° and 180°, rdkit ETKDG + MMFF with the torsion held, as the ``stilbene-tddft``
+    frames are built) and the four atom indices of the central C=C torsion."""
+    from ase import Atoms
+
+    from fusion.data.stilbene import (
+        STILBENE_SMILES,
+        STILBENE_TORSION_SMARTS,
+        TorsionGeometryBuilder,
+    )
+
+    builder = TorsionGeometryBuilder(STILBENE_SMILES, STILBENE_TORSION_SMARTS, seed)
+    starts = {name: Atoms(numbers=builder.z, positions=builder.geometry(angle))
+              for name, angle in (("cis", 0.0), ("trans", 180.0))}
+    return starts, builder.torsion_atoms
+
 
 
 def _write_csv(path: Path, rows: list[dict], fieldnames: Sequence[str]) -> None:

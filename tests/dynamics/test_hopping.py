@@ -252,3 +252,13 @@ def test_wilson_interval_matches_reference_values():
     assert lo == 0.0 and hi == pytest.approx(0.1611, abs=1e-4)
     with pytest.raises(ValueError):
         hp.wilson_interval(5, 3)
+
+
+def test_stilbene_starts_are_cis_and_trans():
+    from fusion.data.stilbene import dihedral_deg
+
+    starts, torsion_atoms = hp.stilbene_starts(seed=0)
+    assert set(starts) == {"cis", "trans"}
+    assert starts["cis"].get_chemical_formula() == "C14H12"
+    assert dihedral_deg(starts["cis"].positions, torsion_atoms) == pytest.approx(0.0, abs=1.0)
+    assert dihedral_deg(starts["trans"].positions, torsion_atoms) == pytest.approx(180.0, abs=1.0)
