@@ -86,11 +86,11 @@ def _cmd_params(args) -> None:
 def _cmd_cards(args) -> None:
     from pathlib import Path
 
-    from fusion.data.registry import dataset_card
+    from fusion.data.cards import card_with_stats
 
     lines = ["# Dataset cards", ""]
     for key in args.datasets:
-        card = dataset_card(key)
+        card = card_with_stats(key, args.cache_dir)  # + statistics when the cache exists
         lines += [f"## {key}", "", "| field | value |", "|:---|:---|"]
         for field, value in card.items():
             text = str(value).replace("|", "\\|")
@@ -150,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cards", help="dataset cards (source, license, units, split) as markdown")
     p.add_argument("datasets", nargs="+")
     p.add_argument("--out", required=True)
+    p.add_argument("--cache-dir", default="resources", help="where the dataset caches are")
     p.set_defaults(func=_cmd_cards)
 
     p = sub.add_parser("aggregate", help="metrics.json files -> summary and comparison tables")
