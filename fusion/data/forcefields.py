@@ -65,7 +65,6 @@ __all__ = [
     "load_3bpa",
     "prepare_xxmd",
     "load_xxmd",
-    "force_dataset_stats",
 ]
 
 #: kcal/mol -> eV (1 kcal = 4184 J; N_A and e from CODATA 2018), as ASE's units.
@@ -448,22 +447,6 @@ def load_xxmd(molecule: str, state: str, cache_dir: str | os.PathLike = "resourc
                                           np.flatnonzero(s == "val"),
                                           np.flatnonzero(s == "test"), n_train, n_val, n_test,
                                           family)
-
-
-# ---------------------------------------------------------------------- cards
-def force_dataset_stats(structures: Structures, splits: dict[str, np.ndarray]) -> dict:
-    """Card statistics computed from the data: frames, atoms per frame, split sizes,
-    energy mean/std (eV), mean |F| component and max |F| (eV/Å)."""
-    out = {"n_structures": len(structures),
-           "n_atoms": sorted({int(v) for v in np.unique(structures.n_atoms)}),
-           "elements": structures.elements(),
-           "split_sizes": {k: int(len(v)) for k, v in splits.items()},
-           "energy_mean_eV": round(float(structures.y.mean()), 4),
-           "energy_std_eV": round(float(structures.y.std()), 4)}
-    if structures.forces is not None:
-        out["forces_mean_abs_eV_per_A"] = round(float(np.abs(structures.forces).mean()), 4)
-        out["forces_max_abs_eV_per_A"] = round(float(np.abs(structures.forces).max()), 4)
-    return out
 
 
 _UNITS = "energy eV (reported meV), forces eV/Å (reported meV/Å)"

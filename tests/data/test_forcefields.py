@@ -309,14 +309,22 @@ def test_offline_error_names_url_file_and_checksum_status(tmp_path):
     assert "sha256 not published" in msg
 
 
-def test_force_dataset_stats(tmp_path):
+def test_card_statistics_from_the_cache(tmp_path):
+    from fusion.data.cards import card_with_stats
+
+    before = card_with_stats("rmd17-ethanol", tmp_path)
+    assert "not built yet" in before["data"] and not (tmp_path / "downloads").exists()
     write_rmd17_archive(tmp_path)
     s, sp = ff.load_rmd17("ethanol", tmp_path, opener=no_network)
-    stats = ff.force_dataset_stats(s, sp)
-    assert stats["n_structures"] == 40 and stats["n_atoms"] == [9]
-    assert stats["split_sizes"] == {"train": 19, "val": 1, "test": 12}
-    assert stats["energy_std_eV"] == round(float(np.std(s.y)), 4)
-    json.dumps(stats)  # card values are plain JSON
+    card = card_with_stats("rmd17-ethanol", tmp_path)
+    assert card["source"].startswith("https://figshare.com/ndownloader/files/23950376")
+    assert card["data: n_structures"] == 40 and card["data: n_atoms"] == [9]
+    assert card["data: split_sizes"] == {"train": 19, "val": 1, "test": 12}
+    assert card["data: y_std (eV)"] == round(float(np.std(s.y)), 4)
+    assert card["data: forces_max_abs (eV/Å)"] == round(float(np.abs(s.forces).max()), 4)
+    json.dumps(card)  # card values are plain JSON
+    (tmp_path / "rmd17-ethanol" / "rmd17-ethanol.npz").write_bytes(b"broken")
+    assert "CacheError" in card_with_stats("rmd17-ethanol", tmp_path)["data: unavailable"]
 
 
 # ---------------------------------------------------------------------- training with forces
@@ -392,3 +400,16 @@ def test_training_with_forces_writes_force_errors_in_mev_per_angstrom(tmp_path):
     # scale of a force dataset = RMS of the training force components (eV/Å)
     train_f = structures.forces[structures.atom_indices(splits["train"])]
     assert stats.scale == pytest.approx(float(np.sqrt(np.mean(train_f**2))))
+
+
+def test_fusion_cards_renders_statistics_from_the_cache(tmp_path):
+    from fusion.cli import main
+
+    write_rmd17_archive(tmp_path)
+    ff.load_rmd17("ethanol", tmp_path, opener=no_network)
+    out = tmp_path / "cards.md"
+    assert main(["cards", "rmd17-ethanol", "xxmd-stilbene-s1", "--out", str(out),
+                 "--cache-dir", str(tmp_path)]) == 0
+    text = out.read_text()
+    assert "| data: n_structures | 40 |" in text
+    assert "## xxmd-stilbene-s1" in text and "not built yet" in text
