@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 CORES ?= 2
 BIN := $(VENV)/bin
 
-.PHONY: demo test study paper lint clean-results
+.PHONY: demo test study paper lint clean-results chromium
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,20 @@ demo: $(VENV)/.installed
 		--report results/report.html
 	@echo "report: results/report.html  tables: results/tables/comparison.md"
 
-test: $(VENV)/.installed
+# The report test (tests/report) opens results/report.html in headless Chromium (Debian's
+# package): installed here when missing, so that test never skips.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing chromium (apt-get) for the report test"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+		else \
+			echo "error: chromium is missing; tests/report needs it. As root run:" \
+				"apt-get update && apt-get install -y chromium" >&2; \
+			exit 1; \
+		fi; }
+
+test: $(VENV)/.installed chromium
 	$(BIN)/ruff check fusion tests benchmarks
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
