@@ -74,11 +74,11 @@ def _cmd_params(args) -> None:
 
     from fusion.models.registry import ModelStats, build_model, count_parameters
 
-    elements = tuple(int(z) for z in args.elements.split(","))
+    elements = args.elements
     stats = ModelStats(
         elements=elements, atomic_energies=np.zeros(len(elements)), avg_num_neighbors=10.0
     )
-    hparams = json.loads(args.hparams) if args.hparams else {}
+    hparams = args.hparams or {}
     model = build_model(args.model, args.variant, hparams, stats)
     print(count_parameters(model))
 
@@ -121,6 +121,32 @@ def _cmd_figures(args) -> None:
     )
 
 
+def _json_object(text: str) -> dict:
+    """argparse type: a JSON object (bad text -> usage error naming the argument)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({err}): {text!r}") from err
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            f'expected a JSON object such as \'{{"num_channels": 8}}\', got {text!r}'
+        )
+    return value
+
+
+def _atomic_numbers(text: str) -> tuple[int, ...]:
+    """argparse type: comma-separated atomic numbers, e.g. ``1,6,7,8,9``."""
+    try:
+        numbers = tuple(int(z) for z in text.split(","))
+    except ValueError:
+        numbers = ()
+    if not numbers or min(numbers) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated atomic numbers such as 1,6,7,8,9, got {text!r}"
+        )
+    return numbers
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fusion", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -143,8 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("params", help="print a model's trainable parameter count")
     p.add_argument("--model", required=True)
     p.add_argument("--variant", default="baseline")
-    p.add_argument("--hparams", help="hyperparameters as JSON (defaults otherwise)")
-    p.add_argument("--elements", default="1,6,7,8,9", help="atomic numbers, comma separated")
+    p.add_argument(
+        "--hparams", type=_json_object, help="hyperparameters as JSON (defaults otherwise)"
+    )
+    p.add_argument(
+        "--elements", type=_atomic_numbers, default="1,6,7,8,9",
+        help="atomic numbers, comma separated",
+    )
     p.set_defaults(func=_cmd_params)
 
     p = sub.add_parser("cards", help="dataset cards (source, license, units, split) as markdown")
