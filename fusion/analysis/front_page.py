@@ -289,30 +289,25 @@ def _rst_cell(text: str) -> str:
     return escaped or "–"
 
 
+def _short_source(source: str) -> str:
+    """The citation of a literature row's source text, without its long note."""
+    return source.split(" (published", 1)[0] + " (published)"
+
+
 def front_page_rst(front: pd.DataFrame, n_runs: int) -> str:
-    """reStructuredText for the report's landing page: what this is, then the table."""
+    """reStructuredText for the report's landing page: a headline, the table, how to read it."""
     if front is None or len(front) == 0:
         raise ValueError("front_page_rst: the front-page table is empty")
     keys = ["dataset", "target", "model", "error", "delta", "params", "time", "source"]
-    widths = " ".join(["10", "6", "18", "14", "12", "8", "8", "24"])
     out = [
-        "fusion-bench: results at a glance",
-        "=" * 34,
-        "",
-        "Does adding a **fusion block** (a tree of Clebsch–Gordan couplings) to an equivariant "
-        "network give lower test error with no more parameters? Each row below is one model "
-        f"variant on one dataset and target, aggregated from {n_runs} training runs "
-        "(``metrics.json``). " + _rst_cell(NOTE),
-        "",
-        "Use the menu (left) for the details: **1 Front page** has this table as CSV and HTML; "
-        "**2 Dataset …** the figures of each dataset (error vs parameters, learning curves, "
-        "per-molecule errors); **3 Model …** every variant of one model family; **4 Kernels** "
-        "the kernel speed benchmarks; **6 Provenance** the git commit, package versions, "
-        "device and wall time of every run; **7 All numbers** the tidy and comparison tables.",
+        "**fusion-bench: results at a glance.** Does a **fusion block** (a tree of "
+        "Clebsch–Gordan couplings) lower an equivariant network's test error without adding "
+        f"parameters? One row per dataset, target and model variant, from {n_runs} training "
+        "runs; ★ and bold = lowest error of our runs; *literature* rows are published "
+        "numbers, not ours.",
         "",
         ".. list-table::",
         "   :header-rows: 1",
-        f"   :widths: {widths}",
         "",
     ]
 
@@ -323,11 +318,24 @@ def front_page_rst(front: pd.DataFrame, n_runs: int) -> str:
     row([_rst_cell(HEADER[k]) for k in keys])
     for rec in front.to_dict("records"):
         cells = _cells(rec)
+        if rec["source"] != agg.OURS:
+            cells["source"] = _short_source(cells["source"])
         cells = {k: _rst_cell(v) for k, v in cells.items()}
         if rec["best"]:
             cells = {k: (f"**{v}**" if v != "–" else v) for k, v in cells.items()}
             cells["model"] = "★ " + cells["model"]
         row([cells[k] for k in keys])
+    out += [
+        "",
+        "**How to read it.** " + _rst_cell(NOTE),
+        "",
+        "**Where to go next** (menu on the left): *1 Front page*: this table as CSV and HTML "
+        "(with the full literature sources); *2 Dataset …*: error vs parameters and learning "
+        "curves per dataset, per-molecule errors; *3 Model …*: every variant of one model "
+        "family; *4 Kernels*: kernel speed benchmarks; *5 Dynamics*: stilbene datasets; "
+        "*6 Provenance*: git commit, package versions, device and wall time of every run; "
+        "*7 All numbers*: the tidy and comparison tables.",
+    ]
     return "\n".join(out) + "\n"
 
 

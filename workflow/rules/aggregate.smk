@@ -14,7 +14,7 @@ def report_models():
 
 
 def model_category(model):
-    return f"3 Model: {model_label(model)}"
+    return f"3 Model – {model_label(model)}"
 
 
 rule aggregate:

@@ -32,8 +32,8 @@ KERNEL_BENCHMARKS = [
 def dataset_category(dataset):
     """Report category of a dataset's figures (stilbene dynamics datasets: Dynamics)."""
     if "stilbene" in dataset:
-        return f"5 Dynamics: {dataset}"
-    return f"2 Dataset: {dataset}"
+        return f"5 Dynamics – {dataset}"
+    return f"2 Dataset – {dataset}"
 
 
 def report_datasets():
