@@ -163,10 +163,13 @@ def test_dataset_overrides_change_the_grid_and_the_run_specs(tmp_path):
         assert spec["batch_size"] == 5
 
 
-def test_tiny_study_end_to_end(tmp_path):
-    """config/test.yaml for real: metrics, tables, figures and the HTML report."""
-    work = _copy_workflow(tmp_path)
-    snakemake(work, "--configfile", "config/test.yaml")
+def test_tiny_study_end_to_end(tiny_study):
+    """config/test.yaml for real: metrics, tables, figures and the HTML report.
+
+    The run itself is the session fixture ``tiny_study`` (tests/conftest.py), shared with
+    tests/report/test_report_browser.py.
+    """
+    work = tiny_study
     cfg = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
     for seed in cfg["seeds"]:
         run = work / f"results/train/qm9-U0/mace/baseline/seed-{seed}"
@@ -193,6 +196,5 @@ def test_tiny_study_end_to_end(tmp_path):
     proc = snakemake(work, "--configfile", "config/test.yaml", "--dry-run")
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
-    snakemake(work, "--configfile", "config/test.yaml", "--report", "results/report.html")
     html = (work / "results/report.html").read_text(errors="replace")
     assert "<html" in html.lower() and len(html) > 10_000
