@@ -139,10 +139,12 @@ def test_rmd17_units_and_official_splits(tmp_path):
     assert abs(ff.KCAL_MOL_TO_EV - 0.0433641) < 1e-7
     train_idx, test_idx = splits[3]
     assert sorted(np.concatenate([sp["train"], sp["val"]])) == sorted(train_idx)
-    assert len(sp["val"]) == 1 and len(sp["train"]) == 19  # 5 % of 20 train indices
+    assert len(sp["val"]) == 2 and len(sp["train"]) == 18  # min(50, 20 // 10)
     assert sp["test"].tolist() == test_idx.tolist()
     assert s.meta["report_unit"] == "meV" and s.meta["report_factor"] == 1000.0
     cut = ff.load_rmd17("ethanol", tmp_path, n_train=5, n_val=1, n_test=4, split_index=3)[1]
+    assert ff._val_from_train(np.arange(1000), 50)[1].shape == (50,)  # rMD17: 950 / 50
+    assert ff._val_from_train(np.arange(500), 50)[1].shape == (50,)  # 3BPA: 450 / 50
     assert cut["train"].tolist() == sp["train"][:5].tolist() and len(cut["test"]) == 4
     assert dataset_cache_path("rmd17-ethanol", tmp_path) == \
         tmp_path / "rmd17-ethanol" / "rmd17-ethanol.npz"
@@ -246,7 +248,7 @@ def write_3bpa_archive(cache_dir: Path, broken: str | None = None) -> dict[str, 
 def test_3bpa_train_val_and_test_slices(tmp_path):
     sizes = write_3bpa_archive(tmp_path)
     s, sp = ff.load_3bpa("600K", tmp_path, opener=no_network)
-    assert len(sp["train"]) + len(sp["val"]) == 20 and len(sp["val"]) == 1
+    assert len(sp["train"]) + len(sp["val"]) == 20 and len(sp["val"]) == 2
     assert len(sp["test"]) == sizes["test_600K.xyz"]
     assert set(s.meta["subset"][sp["test"]]) == {"600K"}
     assert set(s.meta["subset"][sp["train"]]) == {"train_300K"}
@@ -319,7 +321,7 @@ def test_card_statistics_from_the_cache(tmp_path):
     card = card_with_stats("rmd17-ethanol", tmp_path)
     assert card["source"].startswith("https://figshare.com/ndownloader/files/23950376")
     assert card["data: n_structures"] == 40 and card["data: n_atoms"] == [9]
-    assert card["data: split_sizes"] == {"train": 19, "val": 1, "test": 12}
+    assert card["data: split_sizes"] == {"train": 18, "val": 2, "test": 12}
     assert card["data: y_std (eV)"] == round(float(np.std(s.y)), 4)
     assert card["data: forces_max_abs (eV/Å)"] == round(float(np.abs(s.forces).max()), 4)
     json.dumps(card)  # card values are plain JSON
