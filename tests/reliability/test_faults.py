@@ -46,7 +46,7 @@ BIN = Path(sys.executable).parent
 TIMING = ("seconds_per_epoch", "wall_seconds")
 # Longer than the toy's default 6 epochs so that a random kill moment lands in training.
 KILL_CONFIG = {"epochs": 10}
-SLEEP_PER_BATCH_S = 0.01  # child only: spreads 40 batches over >= 0.4 s, results unchanged
+SLEEP_PER_BATCH_S = 0.02  # child only: spreads 40 batches over >= 0.8 s, results unchanged
 
 
 def strip_timing(metrics: dict) -> dict:
@@ -105,7 +105,7 @@ def start_training_child(toy, workdir: Path) -> subprocess.Popen:
 def test_sigkill_at_a_random_moment_resumes_to_identical_results(
     toy, tmp_path, uninterrupted, trial
 ):
-    delay_s = random.Random(1000 + trial).uniform(0.0, 0.4)  # training lasts >= 0.4 s
+    delay_s = random.Random(1000 + trial).uniform(0.0, 0.5)  # training lasts >= 0.8 s
     workdir = tmp_path / "run"
     child = start_training_child(toy, workdir)
     first = child.stdout.readline().strip()

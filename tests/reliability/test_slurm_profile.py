@@ -171,3 +171,15 @@ def test_smuggled_gres_in_slurm_extra_is_rejected_by_the_plugin():
                                                    slurm_extra="--gres=gpu:1")}  # fmt: skip
     with pytest.raises(Exception, match="generic resources"):
         sbatch_call(job)
+
+
+def test_a_cpu_config_submits_no_gpu_jobs(tmp_path):
+    """The same profile with config/test.yaml (gpus_per_job: 0): CPU-only train jobs."""
+    jobs = dry_run_jobs("test.yaml", tmp_path)
+    train = [job for job in jobs if job["rule"] == "train"]
+    config = yaml.safe_load((REPO / "config/test.yaml").read_text())
+    assert config["gpus_per_job"] == 0
+    assert len(train) == len(config["seeds"]) * sum(map(len, config["models"].values()))
+    for job in train:
+        call = sbatch_call(job)
+        assert "--gpus" not in call and "--gres" not in call and " --ntasks=1" in call, call
