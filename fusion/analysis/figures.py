@@ -23,6 +23,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from fusion.analysis import literature as lit
 from fusion.analysis.aggregate import BASELINE, COMPOSITION, read_summary
 from fusion.analysis.style import label, sort_key, style_for
 
@@ -376,7 +377,9 @@ def per_molecule_bars(summary: pd.DataFrame, out_path: PathArg, split: str = "te
     Uses every dataset of ``summary`` that reports ``forces_mae`` on ``split``; x = dataset
     (one molecule each), bar = mean over seeds, whisker = ± sample std, y log scale. Two
     panels: energy MAE (``mae``, e.g. meV) and force MAE (``forces_mae``, e.g. meV/Å). The
-    composition baseline predicts no forces and is left out of both panels.
+    composition baseline predicts no forces and is left out of both panels. Published values
+    (:mod:`fusion.analysis.literature`, e.g. MACE on rMD17) are black stars, labelled as
+    literature.
     """
     test = summary[summary["split"] == split]
     datasets = sorted(test[test["metric"] == "forces_mae"]["dataset"].unique())
@@ -417,6 +420,23 @@ def per_molecule_bars(summary: pd.DataFrame, out_path: PathArg, split: str = "te
                         label=st.label,
                         zorder=3,
                     )
+            published = [
+                (j, lit.convert(e.value, e.unit, unit) or e.value)
+                for j, dataset in enumerate(datasets)
+                for e in lit.literature_for(dataset)
+                if e.metric == metric
+            ]
+            if published:
+                ax.plot(
+                    [p[0] for p in published],
+                    [p[1] for p in published],
+                    linestyle="none",
+                    marker="*",
+                    markersize=11,
+                    color="black",
+                    label="published (literature, not ours)",
+                    zorder=4,
+                )
             ax.set_yscale("log")
             _log_axis(ax.yaxis)
             ax.set_ylabel(f"{split} {what} MAE [{unit}]")

@@ -93,6 +93,8 @@ def test_mace_rmd17_literature_has_energy_and_forces(make_metrics, write_metrics
     assert published.loc["forces", "test_mae_mean"] == 6.6
     assert published.loc["forces", "unit"] == "meV/Å"
     assert [e.value for e in lit.literature_for("xtb-md-aspirin")] == []
+    _, svg = per_molecule_bars(pd.read_csv(paths["summary"]), tmp_path / "pm")
+    assert "published (literature, not ours)" in svg.read_text()
 
 
 def test_per_molecule_and_dataset_figures(results_tree, tables, tmp_path):

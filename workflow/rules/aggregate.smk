@@ -1,20 +1,7 @@
 # Aggregation: every metrics.json -> tidy summary, comparison, front page, provenance.
 # Report categories are numbered so that the report menu lists them in reading order.
+from fusion.analysis.report_layout import model_category, report_models
 from fusion.analysis.style import model_label
-
-
-def report_models():
-    """Model families with results in this config (the composition baseline included)."""
-    models = set(config["models"])
-    for override in config.get("dataset_overrides", {}).values():
-        models |= set(override.get("models", {}))
-    if config.get("composition", True):
-        models.add("composition")
-    return sorted(models)
-
-
-def model_category(model):
-    return f"3 Model – {model_label(model)}"
 
 
 rule aggregate:
@@ -65,14 +52,14 @@ rule aggregate:
                 category=model_category(model),
                 labels={"model": model_label(model), "table": "all variants"},
             )
-            for model in report_models()
+            for model in report_models(config)
         ],
     log:
         "results/logs/aggregate.log",
     conda:
         "../../environment.yml"
     params:
-        models=report_models(),
+        models=report_models(config),
     shell:
         "fusion aggregate {input} --out-dir results/tables --model-pages {params.models} "
         "2>&1 | tee {log}"

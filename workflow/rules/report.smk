@@ -3,45 +3,20 @@
 # once it exists, otherwise a description of the report. Categories are numbered so the
 # menu lists them in reading order: 1 Front page, 2 Dataset ..., 3 Model ..., 4 Kernels,
 # 5 Dynamics, 6 Provenance, 7 All numbers.
-import os
+from fusion.analysis.report_layout import (
+    any_force_field,
+    dataset_category,
+    kernel_benchmarks,
+    landing_page,
+)
 
-from fusion.analysis.figures import is_force_field
+if landing_page():
 
-_FRONT_PAGE_RST = "results/tables/front_page.rst"
-
-if os.path.exists(_FRONT_PAGE_RST):
-
-    report: os.path.abspath(_FRONT_PAGE_RST)
+    report: landing_page()
 
 else:
 
     report: "../report/workflow.rst"
-
-
-# Benchmarks are run by benchmarks/*.py and committed, not rerun by the workflow.
-KERNEL_BENCHMARKS = [
-    path
-    for path in (
-        "results/benchmarks/product.csv",
-        "results/benchmarks/cormorant_speed.csv",
-    )
-    if os.path.exists(path)
-]
-
-
-def dataset_category(dataset):
-    """Report category of a dataset's figures (stilbene dynamics datasets: Dynamics)."""
-    if "stilbene" in dataset:
-        return f"5 Dynamics – {dataset}"
-    return f"2 Dataset – {dataset}"
-
-
-def report_datasets():
-    return list(config["datasets"])
-
-
-def any_force_field():
-    return any(is_force_field(d) for d in config["datasets"])
 
 
 rule figures:
@@ -70,7 +45,7 @@ rule figures:
                 category=dataset_category(dataset),
                 labels={"dataset": dataset, "figure": figure.replace("_", " ")},
             )
-            for dataset in report_datasets()
+            for dataset in config["datasets"]
             for figure in ("error_vs_params", "learning_curves")
         ],
         per_molecule=(
@@ -82,7 +57,7 @@ rule figures:
                     labels={"figure": "error per molecule"},
                 )
             ]
-            if any_force_field()
+            if any_force_field(config)
             else []
         ),
     log:
@@ -90,7 +65,7 @@ rule figures:
     conda:
         "../../environment.yml"
     params:
-        datasets=report_datasets(),
+        datasets=config["datasets"],
     shell:
         "fusion figures --summary {input.summary} --logs {input.logs} "
         "--datasets {params.datasets} --out-dir results/figures 2>&1 | tee {log}"
@@ -118,7 +93,7 @@ rule dataset_cards:
 # the benchmark CSVs (product.csv, and cormorant_speed.csv when present).
 rule product_benchmark_figure:
     input:
-        KERNEL_BENCHMARKS,
+        kernel_benchmarks(),
     output:
         report(
             "results/figures/product_speedup.png",
