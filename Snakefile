@@ -21,6 +21,15 @@ include: "workflow/rules/report.smk"
 include: "workflow/rules/crosscheck.smk"
 
 
+# Light rules run where Snakemake runs (the login node under SLURM), not as cluster jobs.
+localrules:
+    all,
+    aggregate,
+    figures,
+    dataset_cards,
+    product_benchmark_figure,
+
+
 rule all:
     default_target: True
     input:

@@ -211,6 +211,13 @@ def main(argv: list[str] | None = None) -> int:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"error: {message}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        # Our own failures (diverged training, corrupt cache or checkpoint) already say
+        # what went wrong and what was kept: one line, not a traceback.
+        if not type(err).__module__.startswith("fusion."):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

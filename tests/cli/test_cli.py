@@ -147,3 +147,15 @@ def test_run_spec_round_trip():
     assert RunSpec.from_dict(spec.to_dict()) == spec
     with pytest.raises(ValueError, match="key 'seed' should be int"):
         RunSpec.from_dict({**spec.to_dict(), "seed": "0"})
+
+
+def test_corrupt_cache_is_one_error_line_naming_the_file(tmp_path, capsys):
+    cache = tmp_path / "resources"
+    (cache / "qm9").mkdir(parents=True)
+    (cache / "qm9" / "qm9.npz").write_bytes(b"PK\x03\x04 not really a zip archive")
+    spec = _spec(cache, tmp_path / "run")
+    assert main(["train", "--spec", spec]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
+    assert "qm9.npz" in err[0]
+    assert not (tmp_path / "run" / "metrics.json").exists()
