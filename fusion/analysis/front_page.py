@@ -154,6 +154,9 @@ def _cells(rec: dict) -> dict[str, str]:
     """Display text of one front-page row."""
     published = rec["source"] != agg.OURS
     dec = agg._decimals(rec["test_mae_mean"])
+    std = rec["test_mae_std"]
+    if std is not None and not pd.isna(std) and std > 0:
+        dec = min(6, max(dec, agg._decimals(std, 1)))  # the std keeps one significant digit
     error = (
         agg._num(rec["test_mae_mean"], dec)
         if published
@@ -426,8 +429,10 @@ def provenance_html(prov: pd.DataFrame) -> str:
     note = (
         "One row per training run: the git commit of the code (dirty = uncommitted changes), "
         "package versions, the device (GPU name, else CPU model), host, torch threads, start "
-        "and end (UTC) and wall time of the run; 'run spec' is the exact configuration the "
-        "run was trained with. '–': not recorded by the code that wrote that metrics.json."
+        "and end (UTC) and wall time of the whole run process (imports, data, training, "
+        "evaluation; the front page's train time is the training loop alone); 'run spec' is the "
+        "exact configuration the run was trained with. '–': not recorded by the code that "
+        "wrote that metrics.json."
     )
     return _page("Provenance of every run", f"<p class='note'>{html.escape(note)}</p>" + "".join(
         lines
