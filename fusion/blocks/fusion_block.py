@@ -92,6 +92,8 @@ class EdgeMessage(nn.Module):
     ):
         super().__init__()
         labels_h, C = _labels_and_channels(irreps_node, channels, "EdgeMessage irreps_node")
+        if not isinstance(lmax_sh, int) or isinstance(lmax_sh, bool) or lmax_sh < 0:
+            raise ValueError(f"lmax_sh must be an integer >= 0, got {lmax_sh!r}")
         sh_labels = [o3.Irrep(l, (-1) ** l) for l in range(lmax_sh + 1)]
         if irreps_message is None:
             labels_m = tuple(sh_labels)

@@ -398,7 +398,10 @@ class FusionProduct(nn.Module):
                 f"node_feats_irreps {self.irreps_in} for every irrep"
             )
         self.num_channels = C
+        if num_elements is not None and int(num_elements) < 1:
+            raise ValueError(f"num_elements must be >= 1, got {num_elements!r}")
         self.correlation = int(correlation)
+        self._in_dim = sum(ir.dim for ir in irs)  # D of node_feats [N, C, D]
         self.use_sc = use_sc
         self.use_agnostic_product = use_agnostic_product
         self.num_elements = 1 if use_agnostic_product else int(num_elements or 1)
@@ -523,9 +526,29 @@ class FusionProduct(nn.Module):
             return out + sc
         return out
 
+    @torch.jit.unused
+    def _check_inputs(self, node_feats: torch.Tensor, node_attrs: torch.Tensor) -> None:
+        want = (self.num_channels, self._in_dim)
+        if node_feats.dim() != 3 or tuple(node_feats.shape[1:]) != want:
+            raise ValueError(
+                f"node_feats must have shape [N, {want[0]}, {want[1]}] for irreps "
+                f"{self.irreps_in}, got {list(node_feats.shape)}"
+            )
+        if not self.use_agnostic_product and (
+            node_attrs.dim() != 2
+            or node_attrs.shape[0] != node_feats.shape[0]
+            or node_attrs.shape[1] != self.num_elements
+        ):
+            raise ValueError(
+                f"node_attrs must be a one-hot of shape [N={node_feats.shape[0]}, "
+                f"{self.num_elements} elements], got {list(node_attrs.shape)}"
+            )
+
     def product_basis(self, node_feats: torch.Tensor, node_attrs: torch.Tensor) -> torch.Tensor:
         """``[N, C, D]`` -> ``[N, irreps_out.dim]`` before the linear (mace's
         ``SymmetricContraction`` output, same layout)."""
+        if not torch.jit.is_scripting():
+            self._check_inputs(node_feats, node_attrs)
         N, C = node_feats.shape[0], node_feats.shape[1]
         E, M = self.num_elements, self._M
         if self.use_agnostic_product:

@@ -325,6 +325,10 @@ class SymmetricBasis:
             if not isinstance(irreps_out, (list, tuple))
             else [Irrep(ir) for ir in irreps_out]
         )
+        if not isinstance(correlation, int) or isinstance(correlation, bool) or correlation < 1:
+            raise ValueError(f"correlation must be an integer >= 1, got {correlation!r}")
+        if basis not in ("independent", "full"):
+            raise ValueError(f"basis must be 'independent' or 'full', got {basis!r}")
         self.irs, self.irreps_out, self.correlation, self.basis = irs, outs, correlation, basis
         self.D = sum(ir.dim for ir in irs)
         self.groups: list[PathGroup] = []
@@ -354,6 +358,19 @@ class SymmetricBasis:
                         i_out, ir_out, nu, [allp[i] for i in sel], allp, sel, coef[sel], len(indep)
                     )
                 )
+
+        unreachable = [
+            str(ir)
+            for i, ir in enumerate(outs)
+            if not any(g.paths for g in self.groups if g.i_out == i)
+        ]
+        if unreachable:
+            raise ValueError(
+                f"output irrep(s) {', '.join(unreachable)} cannot be reached from inputs "
+                f"{'+'.join(str(ir) for ir in irs)} with correlation {correlation}"
+                + (f" and lmax_internal {lmax_internal}" if lmax_internal is not None else "")
+                + "; raise the correlation or the input lmax, or drop those outputs"
+            )
 
     @property
     def num_paths(self) -> int:

@@ -171,3 +171,5 @@ def test_bad_inputs():
         EdgeMessage("2x0e", "0e+2o", lmax_sh=2)
     with pytest.raises(ValueError, match="cannot produce output irreps 3o"):
         FusionBlock("2x0e", "3o", lmax_sh=1)
+    with pytest.raises(ValueError, match="lmax_sh must be an integer >= 0, got -1"):
+        FusionBlock("2x0e", "0e", lmax_sh=-1)

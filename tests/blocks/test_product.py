@@ -264,3 +264,28 @@ def test_float32_matches_float64():
     out64 = fp.to(F64)(x.double(), sc.double(), attrs.double())
     assert out32.dtype == torch.float32
     torch.testing.assert_close(out32.double(), out64, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"target_irreps": "4x3o", "correlation": 2}, "output irrep(s) 3o cannot be reached"),
+        ({"correlation": 0}, "correlation must be an integer >= 1, got 0"),
+        ({"num_elements": 0}, "num_elements must be >= 1, got 0"),
+    ],
+)
+def test_impossible_settings_are_named(kwargs, message):
+    args = {"node_feats_irreps": "4x0e+4x1o", "target_irreps": "4x0e+4x1o", "correlation": 2,
+            "num_elements": 2, **kwargs}
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        FusionProduct(**args)
+
+
+def test_wrong_input_shapes_are_named():
+    block = FusionProduct("4x0e+4x1o", "4x0e+4x1o", correlation=2, num_elements=2)
+    one_hot = torch.eye(2)[[0, 1, 0, 1, 0]]
+    with pytest.raises(ValueError, match=r"node_feats must have shape \[N, 4, 4\].*\[5, 4, 9\]"):
+        block(torch.randn(5, 4, 9), None, one_hot)
+    with pytest.raises(ValueError, match=r"one-hot of shape \[N=5, 2 elements\], got \[5, 3\]"):
+        block(torch.randn(5, 4, 4), None, torch.ones(5, 3))
+    assert block(torch.randn(5, 4, 4), None, one_hot).shape == (5, 16)
