@@ -17,7 +17,10 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-PACKAGES = ("torch", "e3nn", "mace-torch", "numpy", "pandas")
+PACKAGES = (
+    "fusion-bench", "torch", "e3nn", "mace-torch", "numpy", "pandas", "ase", "tblite", "pyscf",
+    "rdkit", "snakemake",
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

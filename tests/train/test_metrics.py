@@ -13,7 +13,7 @@ from fusion.train.metrics import (
     read_metrics_json,
     write_metrics_json,
 )
-from fusion.train.provenance import provenance
+from fusion.train.provenance import PACKAGES, provenance
 
 
 @pytest.fixture()
@@ -97,7 +97,8 @@ def test_provenance_fields():
     p = provenance(started=0.0)
     assert re.fullmatch(r"[0-9a-f]{40}|unknown", p["git_commit"])
     assert p["versions"]["torch"] == torch.__version__
-    assert set(p["versions"]) == {"python", "torch", "e3nn", "mace-torch", "numpy", "pandas"}
+    assert set(p["versions"]) == {"python", *PACKAGES}
+    assert p["versions"]["fusion-bench"] and p["versions"]["mace-torch"] == "0.3.16"
     assert p["device"].startswith(("cpu: ", "cuda: "))
     assert p["hostname"]
     assert p["started"] == "1970-01-01T00:00:00+00:00"
