@@ -23,8 +23,9 @@ Architecture (defaults as published: 4 CG levels, ``maxl = max_sh = 3``, 10 chan
   and width ``w`` per level and edge channel; the hard cutoff is the graph's ``r_max``.
 - Scalars gathered from every level (the input level too): the ``0e`` parts and the squared
   norms of every irrep, per channel (squared, as Cormorant's magnitudes: smooth at 0).
-- Readout: an MLP with one hidden layer as wide as its input (Cormorant's "PMLP"), summed
-  over atoms.
+- Readout: an MLP with one hidden layer (Cormorant's "PMLP"; width ``readout_hidden`` = 450,
+  which puts the default model at 211,445 parameters against the reference's 211,452; see
+  docs/cormorant.md), summed over atoms.
 
 Parity. Cormorant's features are SO(3) (complex spherical basis, any coupling allowed, e.g.
 the cross product 1 x 1 -> 1). Here every degree ``l`` has both parities (``l e`` and ``l o``,
@@ -40,7 +41,7 @@ Target normalisation: the network's atom outputs are the *normalised* per-atom r
 energies and ``scale`` the std of the per-atom residual (``ModelStats``). The trainer's MSE
 on E (eV) is therefore ``scale^2`` times the MSE on the normalised target.
 
-``cormorant/fusion`` (fusion/models/cormorant.py too): every atom level gets an extra exact
+``cormorant/fusion`` (this module too): every atom level gets an extra exact
 3-body :class:`~fusion.blocks.fusion_block.FusionBlock` term; the channel count is the
 largest with parameters <= the baseline's (``model.fusion_info``). See docs/cormorant.md.
 """
@@ -84,6 +85,7 @@ CORMORANT_DEFAULTS: dict = {
     "basis_pow": 3,  # radial basis: powers (r / r_soft)^-k, k = 0..basis_pow - 1
     "basis_trig": 3,  # radial basis: learnable frequencies (sin and cos each)
     "parity": "both",  # "both" (Cormorant's SO(3) couplings) or "natural" ((-1)^l only)
+    "level_gain": 2.0,  # CatMix init std = level_gain / sqrt(fan-in) (Cormorant's level gain)
     "square_pairs": "ordered",  # CG square over all (l1, l2) pairs as published, or "unordered"
     "readout_hidden": 450,  # hidden width of the readout MLP (null: number of scalars)
     "activation": "leaky_relu",  # readout MLP activation
@@ -130,7 +132,7 @@ def cormorant_hparams(hparams: dict, variant: str = "baseline") -> dict:
                 f"cormorant/{variant} hyperparameter {key} must be an integer >= {minimum}, "
                 f"got {hp[key]!r}"
             )
-    for key in ("r_max", "soft_cut_rad", "soft_cut_width"):
+    for key in ("r_max", "soft_cut_rad", "soft_cut_width", "level_gain"):
         if isinstance(hp[key], bool) or not isinstance(hp[key], (int, float)) or hp[key] <= 0:
             raise ValueError(
                 f"cormorant/{variant} hyperparameter {key} must be a positive number (Å), "
@@ -370,9 +372,11 @@ class CGLevel(nn.Module):
 
     def __init__(self, irreps_in: o3.Irreps, irreps_out: o3.Irreps, max_sh: int,
                  num_edge_in: int, num_radial: int, soft_cut_rad: float, soft_cut_width: float,
-                 avg_num_neighbors: float, ordered_square: bool = True):
+                 avg_num_neighbors: float, ordered_square: bool = True,
+                 level_gain: float = 1.0):
         super().__init__()
         C = irreps_out[0].mul
+        gain = float(level_gain)
         self.irreps_in, self.irreps_out, self.channels = irreps_in, irreps_out, C
         # edge level
         self.num_edge = (max_sh + 1) * C
@@ -396,7 +400,8 @@ class CGLevel(nn.Module):
                 ir, 0)
             if g == 0:
                 raise ValueError(f"CG level: output irrep {ir} cannot be produced from {irreps_in}")
-            self.mix.append(nn.Parameter(torch.randn(C, g, C) / math.sqrt(C * g)))  # [o, g, c]
+            weight = torch.randn(C, g, C) * (gain / math.sqrt(C * g))  # [o, g, c]
+            self.mix.append(nn.Parameter(weight))
             self.mix_groups.append(g)
         self.inv_neighbors = 1.0 / float(avg_num_neighbors)
 
@@ -477,7 +482,7 @@ class Cormorant(nn.Module):
             level = CGLevel(self.irreps_levels[-1], out, int(hp["max_sh"]), num_edge,
                             rad.num_out, float(hp["soft_cut_rad"]), float(hp["soft_cut_width"]),
                             max(float(stats.avg_num_neighbors), 1e-6),
-                            hp["square_pairs"] == "ordered")
+                            hp["square_pairs"] == "ordered", float(hp["level_gain"]))
             self.radial.append(rad)
             self.levels.append(level)
             self.irreps_levels.append(out)
