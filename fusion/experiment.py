@@ -194,6 +194,20 @@ def run_training(spec: RunSpec, log=print) -> dict:
         torch.set_num_threads(old_threads)
 
 
+def _write_model_stats(path: Path, stats) -> None:
+    """What the model was built from, so it can be rebuilt without the dataset (e.g. by
+    fusion.dynamics.calculator.FusionCalculator.from_run_dir)."""
+    from fusion.train.checkpoint import atomic_write_text
+
+    atomic_write_text(path, json.dumps({
+        "elements": [int(z) for z in stats.elements],
+        "atomic_energies": [float(e) for e in stats.atomic_energies],
+        "avg_num_neighbors": float(stats.avg_num_neighbors),
+        "scale": float(stats.scale),
+        "shift": float(stats.shift),
+    }, indent=1))
+
+
 def _run_training(spec: RunSpec, log) -> dict:
     import torch
 
@@ -234,6 +248,7 @@ def _run_training(spec: RunSpec, log) -> dict:
     out = Path(spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _retire_stale_checkpoints(out, spec, log)
+    _write_model_stats(out / "model_stats.json", stats)
     fragment = train(
         model,
         loader("train", True, spec.batch_size),

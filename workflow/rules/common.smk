@@ -128,6 +128,11 @@ def get_all_logs(wildcards=None):
     return [f"{run_dir(*run)}/log.csv" for run in grid() if run[1] != "composition"]
 
 
+def get_all_dataset_caches(wildcards=None):
+    """The cache files of every dataset in the config (the cards read their statistics)."""
+    return sorted({str(dataset_cache_path(d, CACHE_DIR)) for d in config["datasets"]})
+
+
 def get_dataset_cache(wildcards):
     return dataset_cache_path(wildcards.dataset, CACHE_DIR)
 

@@ -72,6 +72,8 @@ rule figures:
 
 
 rule dataset_cards:
+    input:
+        get_all_dataset_caches,
     output:
         report(
             "results/tables/dataset_cards.md",
@@ -86,7 +88,7 @@ rule dataset_cards:
     params:
         datasets=config["datasets"],
     shell:
-        "fusion cards {params.datasets} --out {output} 2>&1 | tee {log}"
+        "fusion cards {params.datasets} --cache-dir {CACHE_DIR} --out {output} 2>&1 | tee {log}"
 
 
 # Requested by rule all when results/benchmarks/product.png exists (common.smk); drawn from
