@@ -212,7 +212,12 @@ def _run_training(spec: RunSpec, log) -> dict:
     import torch
 
     from fusion.data.graphs import GraphLoader
-    from fusion.models.registry import build_model, check_model_name, count_parameters
+    from fusion.models.registry import (
+        build_model,
+        check_model_name,
+        count_parameters,
+        graph_cutoff,
+    )
     from fusion.train.metrics import write_metrics_json
     from fusion.train.trainer import TrainConfig, train
 
@@ -224,7 +229,7 @@ def _run_training(spec: RunSpec, log) -> dict:
     torch.manual_seed(spec.seed)
 
     structures, splits = _load_split(spec)
-    r_max = float(spec.hparams.get("r_max", 5.0))
+    r_max = graph_cutoff(spec.model, spec.variant, spec.hparams)
     stats = model_stats(structures, splits["train"], r_max)
     model = build_model(spec.model, spec.variant, spec.hparams, stats)
     n_params = count_parameters(model)
@@ -233,7 +238,14 @@ def _run_training(spec: RunSpec, log) -> dict:
         f"{len(splits['train'])}/{len(splits['val'])}/{len(splits['test'])} train/val/test"
     )
 
+    # Datasets with inputs beyond geometry (e.g. qm9xtb's orbital features) bring their own.
+    make_loader = structures.meta.get("make_loader")
+
     def loader(split: str, shuffle: bool, batch_size: int) -> GraphLoader:
+        if make_loader is not None:
+            return make_loader(structures, splits[split], batch_size=batch_size,
+                               elements=stats.elements, shuffle=shuffle, seed=spec.seed,
+                               dtype=dtype)
         return GraphLoader(
             structures,
             splits[split],

@@ -70,7 +70,7 @@ def load_run_model(run_dir: str | os.PathLike, cache_dir: str | os.PathLike | No
     when ``model_stats.json`` is absent). Returns ``(module, elements, r_max, dtype)``.
     """
     from fusion.experiment import RunSpec, _load_split, model_stats
-    from fusion.models.registry import build_model
+    from fusion.models.registry import build_model, graph_cutoff
 
     run_dir = Path(run_dir)
     metrics_path = run_dir / "metrics.json"
@@ -86,7 +86,7 @@ def load_run_model(run_dir: str | os.PathLike, cache_dir: str | os.PathLike | No
     if cache_dir is not None:
         spec.cache_dir = str(cache_dir)
     dtype = torch.float64 if spec.training.get("dtype", "float32") == "float64" else torch.float32
-    r_max = float(spec.hparams.get("r_max", 5.0))
+    r_max = graph_cutoff(spec.model, spec.variant, spec.hparams)
     stats_path = run_dir / MODEL_STATS_FILE
     if stats_path.exists():
         stats = _stats_from_file(stats_path)

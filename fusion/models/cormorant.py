@@ -639,13 +639,13 @@ def choose_fusion_width(hparams: dict, stats: ModelStats) -> tuple[int, int, int
     )
 
 
-@register("cormorant", "baseline")
+@register("cormorant", "baseline", defaults=CORMORANT_DEFAULTS)
 def build_cormorant_baseline(hparams: dict, stats: ModelStats) -> nn.Module:
     """cormorant/baseline: Cormorant as published, on e3nn (see module docstring)."""
     return build_cormorant(hparams, stats)
 
 
-@register("cormorant", "fusion")
+@register("cormorant", "fusion", defaults=CORMORANT_DEFAULTS)
 def build_cormorant_fusion(hparams: dict, stats: ModelStats) -> nn.Module:
     """cormorant/fusion: baseline + an exact 3-body FusionBlock in every atom level, at the
     largest width with parameters <= the baseline's (``model.fusion_info``)."""

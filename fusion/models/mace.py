@@ -144,7 +144,7 @@ def convert_to_cueq(mace_model: nn.Module) -> nn.Module:
         torch.set_default_dtype(dtype)  # the converter sets it to the model's dtype
 
 
-@register("mace", "baseline")
+@register("mace", "baseline", defaults=MACE_DEFAULTS)
 def build_mace_baseline(hparams: dict, stats: ModelStats) -> nn.Module:
     """mace-torch's MACE exactly as ``mace_run_train`` would build it.
 

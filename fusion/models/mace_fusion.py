@@ -566,7 +566,7 @@ def _register(variant: str) -> None:
 
     builder.__name__ = f"build_mace_{variant.replace('-', '_')}"
     builder.__doc__ = f"mace/{variant}: {VARIANTS[variant].description}."
-    register("mace", variant)(builder)
+    register("mace", variant, defaults=MACE_DEFAULTS)(builder)
 
 
 for _variant in VARIANTS:

@@ -43,17 +43,42 @@ class ModelStats:
     shift: float = 0.0
 
 
-def register(model: str, variant: str) -> Callable[[Builder], Builder]:
-    """Decorator registering ``builder`` under ``model/variant``."""
+# (model, variant) -> the builder's default hyperparameters (those the workflow must know
+# before building, such as the graph cutoff r_max).
+DEFAULT_HPARAMS: dict[tuple[str, str], dict] = {}
+
+DEFAULT_R_MAX = 5.0  # Å, for builders that declare no default r_max
+
+
+def register(
+    model: str, variant: str, defaults: dict | None = None
+) -> Callable[[Builder], Builder]:
+    """Decorator registering ``builder`` under ``model/variant``; ``defaults``: its default
+    hyperparameters (read by :func:`graph_cutoff`)."""
 
     def deco(builder: Builder) -> Builder:
         variants = MODELS.setdefault(model, {})
         if variant in variants:
             raise ValueError(f"model variant {model}/{variant} is registered twice")
         variants[variant] = builder
+        DEFAULT_HPARAMS[(model, variant)] = dict(defaults or {})
         return builder
 
     return deco
+
+
+def graph_cutoff(model: str, variant: str, hparams: dict) -> float:
+    """The neighbour-list cutoff (Å) of a run: ``hparams["r_max"]``, else the builder's
+    default, else :data:`DEFAULT_R_MAX`.
+
+    >>> graph_cutoff("cormorant", "baseline", {})
+    1.73
+    >>> graph_cutoff("mace", "baseline", {"r_max": 4.0})
+    4.0
+    """
+    check_model_name(model, variant)
+    defaults = DEFAULT_HPARAMS.get((model, variant), {})
+    return float(hparams.get("r_max", defaults.get("r_max", DEFAULT_R_MAX)))
 
 
 def _load_builtin_models() -> None:
