@@ -109,17 +109,20 @@ def paper_jobs(tmp_path_factory):
 
 def test_paper_grid_fans_out_one_train_job_per_run(paper_jobs):
     config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    overrides = config.get("dataset_overrides", {})
     expected = {
         (d, m, v, str(s))
         for d in config["datasets"]
-        for m, variants in config["models"].items()
+        for m, variants in overrides.get(d, {}).get("models", config["models"]).items()
         for v in variants
         for s in config["seeds"]
     }
     train = [job["wildcards"] for job in paper_jobs if job["rule"] == "train"]
     runs = [(w["dataset"], w["model"], w["variant"], w["seed"]) for w in train]
-    assert len(runs) == len(set(runs)) == len(expected) == 12
+    assert len(runs) == len(set(runs)) == len(expected)
     assert set(runs) == expected
+    # every model family of the study is in the paper grid
+    assert {m for _, m, _, _ in runs} == {"mace", "cormorant", "unite"}
 
 
 def test_train_jobs_ask_for_a_gpu_memory_time_and_the_configured_threads(paper_jobs):
@@ -150,9 +153,11 @@ def test_aggregate_and_light_jobs_ask_for_no_gpu(paper_jobs):
 
 
 def test_dataset_preparation_gets_more_memory(paper_jobs):
-    (prepare,) = [job for job in paper_jobs if job["rule"] == "prepare_dataset"]
-    call = sbatch_call(prepare)
-    assert " --mem 16000" in call and " -t 240" in call and "--gpus" not in call
+    prepare = [job for job in paper_jobs if job["rule"] in ("prepare_dataset", "qm9xtb_shard")]
+    assert {job["rule"] for job in prepare} == {"prepare_dataset", "qm9xtb_shard"}
+    for job in prepare:
+        call = sbatch_call(job)
+        assert " --mem 16000" in call and " -t 240" in call and "--gpus" not in call, call
 
 
 def test_profile_sets_no_forbidden_or_conflicting_options():

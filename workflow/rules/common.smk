@@ -2,7 +2,10 @@
 import json
 import os
 import re
+from pathlib import Path
 
+from fusion.data.qm9xtb import N_SHARDS as QM9XTB_N_SHARDS
+from fusion.data.qm9xtb import shard_path as qm9xtb_shard_path
 from fusion.data.registry import dataset_cache_path, dataset_keys
 from fusion.models.registry import model_names
 
@@ -126,6 +129,16 @@ def get_all_metrics(wildcards=None):
 
 def get_all_logs(wildcards=None):
     return [f"{run_dir(*run)}/log.csv" for run in grid() if run[1] != "composition"]
+
+
+QM9XTB_SHARDS = QM9XTB_N_SHARDS
+
+
+def get_family_inputs(wildcards):
+    """Files a family cache is built from by other jobs (the qm9xtb feature shards)."""
+    if wildcards.family != "qm9xtb":
+        return []
+    return [str(qm9xtb_shard_path(CACHE_DIR, k)) for k in range(QM9XTB_SHARDS)]
 
 
 def get_all_dataset_caches(wildcards=None):

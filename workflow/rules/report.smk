@@ -87,8 +87,10 @@ rule dataset_cards:
         "../../environment.yml"
     params:
         datasets=config["datasets"],
+        cache_dir=CACHE_DIR,
     shell:
-        "fusion cards {params.datasets} --cache-dir {CACHE_DIR} --out {output} 2>&1 | tee {log}"
+        "fusion cards {params.datasets} --cache-dir {params.cache_dir} --out {output} "
+        "2>&1 | tee {log}"
 
 
 # Requested by rule all when results/benchmarks/product.png exists (common.smk); drawn from
