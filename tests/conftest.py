@@ -19,6 +19,26 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
+def toy():
+    """tests/train/toy_problem.py (loaded by path): toy model, synthetic batches, ``run()``.
+
+    Used by the trainer tests and the reliability tests.
+    """
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    name = "fusion_train_toy_problem"
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parent / "train" / "toy_problem.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+@pytest.fixture(scope="session")
 def tiny_study(tmp_path_factory):
     """config/test.yaml run once, for real, in a copy of the workflow; report built.
 
