@@ -452,20 +452,29 @@ def per_molecule_bars(summary: pd.DataFrame, out_path: PathArg, split: str = "te
 
 # --------------------------------------------------------------------------- kernel speed
 
-_KERNEL_CONFIG = ("nodes", "elements", "channels", "lmax", "correlation", "irreps_out", "dtype")
+_KERNEL_CONFIG = (
+    "nodes", "elements", "channels", "lmax", "correlation", "irreps_out", "dtype", "threads",
+)
 
 
 def read_benchmark(path: PathArg) -> pd.DataFrame:
-    """A kernel benchmark CSV with a ``speedup`` column (or ``baseline_s`` and ``fusion_s``).
+    """A kernel benchmark CSV with a ``speedup`` column (or ``baseline_s`` and ``fusion_s``,
+    or ``speedup_vs_reference``).
 
-    Rows also need ``mode`` (e.g. ``fwd``, ``fwd+bwd``). Returns the table with
-    ``speedup = baseline_s / fusion_s`` filled in and a ``benchmark`` column (the file stem).
+    Rows also need ``mode`` (e.g. ``fwd``, ``fwd+bwd``; a ``variant`` column stands in).
+    Returns the table with ``speedup = baseline_s / fusion_s`` filled in and a ``benchmark``
+    column (the file stem).
     """
     path = Path(path)
     try:
         table = pd.read_csv(path)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise ValueError(f"{path}: cannot read benchmark CSV ({exc})") from None
+    if "speedup" not in table.columns and "speedup_vs_reference" in table.columns:
+        # a model benchmark against a published reference time (bench_cormorant.py)
+        table["speedup"] = table["speedup_vs_reference"]
+    if "mode" not in table.columns and "variant" in table.columns:
+        table["mode"] = table["variant"].astype(str)
     if "speedup" not in table.columns:
         if not {"baseline_s", "fusion_s"} <= set(table.columns):
             raise ValueError(

@@ -123,6 +123,21 @@ def test_kernel_speed_figure_and_bad_csv(tmp_path):
         kernel_speed([bad], tmp_path / "k2")
 
 
+def test_kernel_speed_reads_the_committed_benchmark_csvs(tmp_path):
+    """The workflow draws results/benchmarks/product.csv and cormorant_speed.csv together
+    (a model benchmark against a published reference time, one bar per variant)."""
+    from pathlib import Path
+
+    from fusion.analysis.figures import read_benchmark
+
+    bench = Path(__file__).resolve().parents[2] / "results" / "benchmarks"
+    cormorant = read_benchmark(bench / "cormorant_speed.csv")
+    assert set(cormorant["mode"]) == {"baseline", "fusion"}
+    assert (cormorant["speedup"] == cormorant["speedup_vs_reference"]).all()
+    png, _ = kernel_speed([bench / "product.csv", bench / "cormorant_speed.csv"], tmp_path / "k")
+    assert png.stat().st_size > 5000
+
+
 def test_provenance_record_has_hardware_and_wall_time():
     from fusion.train.provenance import provenance
 
