@@ -388,7 +388,7 @@ def test_training_with_forces_writes_force_errors_in_mev_per_angstrom(tmp_path):
     try:
         stats = model_stats(structures, splits["train"], 3.0)
         model = build_model("mace", "baseline", hparams, stats)
-        model.load_state_dict(torch.load(tmp_path / "run" / "model.pt"))
+        model.load_state_dict(torch.load(tmp_path / "run" / "model.pt", weights_only=True))
         loader = GraphLoader(structures, splits["test"], 10, 3.0, stats.elements,
                              dtype=torch.float64)
         errors = []
