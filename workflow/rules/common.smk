@@ -135,10 +135,14 @@ QM9XTB_SHARDS = QM9XTB_N_SHARDS
 
 
 def get_family_inputs(wildcards):
-    """Files a family cache is built from by other jobs (the qm9xtb feature shards)."""
-    if wildcards.family != "qm9xtb":
-        return []
-    return [str(qm9xtb_shard_path(CACHE_DIR, k)) for k in range(QM9XTB_SHARDS)]
+    """Files a family cache is built from by other jobs: the qm9xtb feature shards; the
+    rMD17 cache of an rmd17xtb-<molecule> feature cache."""
+    if wildcards.family == "qm9xtb":
+        return [str(qm9xtb_shard_path(CACHE_DIR, k)) for k in range(QM9XTB_SHARDS)]
+    if wildcards.family.startswith("rmd17xtb-"):
+        molecule = wildcards.family.removeprefix("rmd17xtb-")
+        return [str(dataset_cache_path(f"rmd17-{molecule}", CACHE_DIR))]
+    return []
 
 
 def get_all_dataset_caches(wildcards=None):
