@@ -187,7 +187,7 @@ def test_report_opens_without_errors_and_screenshot(tiny_study, tmp_path):
         f"{probe['images']} of {len(embedded)} embedded images decoded in the browser"
     )
     # the landing page shows the front-page table, and no caption failed to render
-    assert "results at a glance" in dom and "MACE + fusion" in dom
+    assert "results at a glance" in dom and "MACE: fusion" in dom
     assert "System Message" not in html, "an rst caption or category name renders with errors"
 
     shot = tmp_path / "report_screenshot.png"
