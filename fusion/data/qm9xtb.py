@@ -29,7 +29,7 @@ import numpy as np
 
 from fusion.data import qm9
 from fusion.data.registry import DatasetFamily, DatasetSpec, register, register_family
-from fusion.data.structures import Structures, ragged_arange
+from fusion.data.structures import Structures, ragged_arange, take_splits
 
 __all__ = ["DEMO_SIZES", "N_SHARDS", "TARGETS", "cache_path", "shard_path", "prepare_shard",
            "prepare_demo", "prepare_full", "load_qm9xtb", "main"]
@@ -187,15 +187,8 @@ def load_qm9xtb(family: str, target: str, cache_dir: str | os.PathLike = "resour
                              "subtracted from both)",
               "qm9_index": raw["index"][rows], "xtb_energy": xtb,
               "xtb_features": features, "make_loader": make_xtb_loader})
-    splits = {}
-    for name, n in (("train", n_train), ("val", n_val), ("test", n_test)):
-        idx = rest[f"split_{name}"].astype(np.int64)
-        if n is not None:
-            if not 0 <= n <= idx.shape[0]:
-                raise ValueError(f"{family}: n_{name} = {n} but the cache holds {idx.shape[0]} "
-                                 f"{name} molecules (sizes of family {family!r})")
-            idx = idx[:n]
-        splits[name] = idx
+    splits = take_splits({k: rest[f"split_{k}"] for k in ("train", "val", "test")},
+                         n_train, n_val, n_test, where=family, items="molecules")
     return structures, splits
 
 

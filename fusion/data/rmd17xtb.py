@@ -107,7 +107,7 @@ def load_rmd17xtb(molecule: str, cache_dir: str | os.PathLike = "resources",
     """
     from fusion.data.cache import cache_error
     from fusion.data.registry import get_dataset
-    from fusion.data.structures import Structures, ragged_arange
+    from fusion.data.structures import Structures, ragged_arange, take_splits
     from fusion.data.xtb_features import load_feature_set, make_xtb_loader
 
     _check_molecule(molecule)
@@ -139,15 +139,8 @@ def load_rmd17xtb(molecule: str, cache_dir: str | os.PathLike = "resources",
               "rmd17_frame": frames, "reference_energy": reference,
               "xtb_energy": features.energy, "delta_offset": offset,
               "xtb_features": features, "make_loader": make_xtb_loader})
-    splits = {}
-    for name, n in (("train", n_train), ("val", n_val), ("test", n_test)):
-        idx = rest[f"split_{name}"].astype(np.int64)
-        if n is not None:
-            if not 0 <= n <= idx.shape[0]:
-                raise ValueError(f"{family}: n_{name} = {n} but the cache {path} holds "
-                                 f"{idx.shape[0]} {name} frames")
-            idx = idx[:n]
-        splits[name] = idx
+    splits = take_splits({k: rest[f"split_{k}"] for k in ("train", "val", "test")},
+                         n_train, n_val, n_test, where=family, items="frames", cache=path)
     return structures, splits
 
 

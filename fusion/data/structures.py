@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Structures", "ragged_arange"]
+__all__ = ["Structures", "ragged_arange", "take_splits"]
 
 
 def ragged_arange(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -33,6 +33,27 @@ def ragged_arange(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     # (starts[b] - cumulative count before b) and add a global arange.
     before = np.cumsum(counts) - counts
     return np.repeat(starts - before, counts) + np.arange(total, dtype=np.int64)
+
+
+def take_splits(stored: dict[str, np.ndarray], n_train: int | None, n_val: int | None,
+                n_test: int | None, where: str, items: str = "structures",
+                cache: object = None) -> dict[str, np.ndarray]:
+    """The first ``n_<split>`` indices of each stored split (``None`` = all of it).
+
+    ``stored``: ``{"train", "val", "test"} -> int index array``; ``where`` (the dataset) and
+    ``cache`` (its file) are named in the error raised when a split holds fewer than asked.
+    """
+    splits = {}
+    for name, n in (("train", n_train), ("val", n_val), ("test", n_test)):
+        idx = np.asarray(stored[name], dtype=np.int64)
+        if n is not None:
+            if not 0 <= n <= idx.shape[0]:
+                file = f" {cache}" if cache is not None else ""
+                raise ValueError(f"{where}: n_{name} = {n} but the cache{file} holds "
+                                 f"{idx.shape[0]} {name} {items}")
+            idx = idx[:n]
+        splits[name] = idx
+    return splits
 
 
 @dataclass
