@@ -41,8 +41,14 @@ import numpy as np
 from fusion.data.cache import cache_error, load_npz_checked, save_npz_atomic
 from fusion.data.download import RemoteFile, fetch
 from fusion.data.extxyz import parse_extxyz
-from fusion.data.registry import DatasetFamily, DatasetSpec, register, register_family
-from fusion.data.structures import Structures
+from fusion.data.registry import (
+    DatasetFamily,
+    DatasetSpec,
+    family_cache_path,
+    register,
+    register_family,
+)
+from fusion.data.structures import Structures, take_splits
 
 __all__ = [
     "KCAL_MOL_TO_EV",
@@ -55,7 +61,6 @@ __all__ = [
     "BPA_ARCHIVE",
     "XXMD_ARCHIVE",
     "md17_remote",
-    "family_cache_path",
     "frames_from_npz",
     "prepare_rmd17",
     "load_rmd17",
@@ -121,11 +126,6 @@ def _lookup(name: str, table: dict, what: str) -> str:
     if name not in table:
         raise ValueError(f"unknown {what} molecule {name!r}; valid: {', '.join(table)}")
     return table[name]
-
-
-def family_cache_path(family: str, cache_dir: str | os.PathLike = "resources") -> Path:
-    """``<cache_dir>/<family>/<family>.npz`` (the workflow's ``prepare_dataset`` output)."""
-    return Path(cache_dir) / family / f"{family}.npz"
 
 
 # ---------------------------------------------------------------------- frames, checks
@@ -203,20 +203,6 @@ def _structures(raw: dict[str, np.ndarray], name: str) -> Structures:
         meta={"name": name, "target": "energy", "unit": "eV", "report_unit": "meV",
               "report_factor": 1000.0, "forces_unit": "eV/Å", "subset": raw["subset"]},
     )
-
-
-def _cut(train: np.ndarray, val: np.ndarray, test: np.ndarray, n_train, n_val,
-         n_test, name: str) -> dict[str, np.ndarray]:
-    out = {}
-    for split, idx, n in (("train", train, n_train), ("val", val, n_val),
-                          ("test", test, n_test)):
-        if n is not None:
-            if n < 0 or n > idx.shape[0]:
-                raise ValueError(f"{name}: n_{split} = {n} but the {split} split has "
-                                 f"{idx.shape[0]} structures")
-            idx = idx[:n]
-        out[split] = np.asarray(idx, dtype=np.int64).copy()
-    return out
 
 
 def _val_from_train(train: np.ndarray, n_val_default: int, seed: int = 0):
@@ -320,8 +306,9 @@ def load_rmd17(molecule: str, cache_dir: str | os.PathLike = "resources",
     extra = tuple(f"{s}_{k}" for s in ("train", "test") for k in range(1, 6))
     raw = _load_frames(path, extra)
     train, val = _val_from_train(raw[f"train_{split_index}"], 50)
-    return _structures(raw, f"rmd17-{molecule}"), _cut(
-        train, val, raw[f"test_{split_index}"], n_train, n_val, n_test, f"rmd17-{molecule}")
+    stored = {"train": train, "val": val, "test": raw[f"test_{split_index}"]}
+    return _structures(raw, f"rmd17-{molecule}"), take_splits(
+        stored, n_train, n_val, n_test, where=f"rmd17-{molecule}")
 
 
 # ---------------------------------------------------------------------- MD17
@@ -390,8 +377,9 @@ def load_3bpa(test_set: str, cache_dir: str | os.PathLike = "resources",
     subset = raw["subset"]
     train, val = _val_from_train(np.flatnonzero(subset == "train_300K"), 50)
     test = np.flatnonzero(subset == test_set)
-    return _structures(raw, f"3bpa-{test_set}"), _cut(train, val, test, n_train, n_val,
-                                                      n_test, f"3bpa-{test_set}")
+    stored = {"train": train, "val": val, "test": test}
+    return _structures(raw, f"3bpa-{test_set}"), take_splits(
+        stored, n_train, n_val, n_test, where=f"3bpa-{test_set}")
 
 
 # ---------------------------------------------------------------------- xxMD
@@ -445,10 +433,8 @@ def load_xxmd(molecule: str, state: str, cache_dir: str | os.PathLike = "resourc
         prepare_xxmd(molecule, state, cache_dir, opener)
     raw = _load_frames(path)
     s = raw["subset"]
-    return _structures(raw, family), _cut(np.flatnonzero(s == "train"),
-                                          np.flatnonzero(s == "val"),
-                                          np.flatnonzero(s == "test"), n_train, n_val, n_test,
-                                          family)
+    stored = {name: np.flatnonzero(s == name) for name in ("train", "val", "test")}
+    return _structures(raw, family), take_splits(stored, n_train, n_val, n_test, where=family)
 
 
 _UNITS = "energy eV (reported meV), forces eV/Å (reported meV/Å)"

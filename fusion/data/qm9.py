@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from fusion.data.cache import CacheError, cache_error, load_npz_checked, save_npz_atomic
-from fusion.data.structures import Structures, ragged_arange
+from fusion.data.structures import Structures, ragged_arange, take_splits
 
 __all__ = [
     "HARTREE_TO_EV",
@@ -47,7 +47,6 @@ __all__ = [
     "qm9_raw",
     "atomref_energy",
     "cormorant_split",
-    "subsample_splits",
     "target_spec",
     "load_qm9",
 ]
@@ -366,22 +365,6 @@ def cormorant_split(n: int = QM9_N_MOLECULES, seed: int = 0,
     return {"train": perm[:n_tr], "val": perm[n_tr:n_tr + n_val], "test": perm[n_tr + n_val:]}
 
 
-def subsample_splits(splits: dict[str, np.ndarray], n_train: int | None = None,
-                     n_val: int | None = None, n_test: int | None = None) -> dict[str, np.ndarray]:
-    """Keep the first ``n`` indices of each split (``None`` = all); the prefix of a
-    permutation is itself a random subset, and smaller subsets nest in larger ones."""
-    out = {}
-    for name, n in (("train", n_train), ("val", n_val), ("test", n_test)):
-        idx = splits[name]
-        if n is not None:
-            if n < 0 or n > idx.shape[0]:
-                raise ValueError(f"n_{name} = {n} but the {name} split has {idx.shape[0]} "
-                                 "structures")
-            idx = idx[:n]
-        out[name] = idx.copy()
-    return out
-
-
 def load_qm9(target: str, cache_dir: str | os.PathLike = "resources",
              data_dir: str | os.PathLike | None = None, n_train: int | None = None,
              n_val: int | None = None, n_test: int | None = None,
@@ -410,5 +393,5 @@ def load_qm9(target: str, cache_dir: str | os.PathLike = "resources",
             "qm9_index": raw["index"],
         },
     )
-    splits = subsample_splits(cormorant_split(len(structures), seed=seed), n_train, n_val, n_test)
+    splits = take_splits(cormorant_split(len(structures), seed=seed), n_train, n_val, n_test)
     return structures, splits

@@ -28,10 +28,16 @@ from pathlib import Path
 import numpy as np
 
 from fusion.data import qm9
-from fusion.data.registry import DatasetFamily, DatasetSpec, register, register_family
+from fusion.data.registry import (
+    DatasetFamily,
+    DatasetSpec,
+    family_cache_path,
+    register,
+    register_family,
+)
 from fusion.data.structures import Structures, ragged_arange, take_splits
 
-__all__ = ["DEMO_SIZES", "N_SHARDS", "TARGETS", "cache_path", "shard_path", "prepare_shard",
+__all__ = ["DEMO_SIZES", "N_SHARDS", "TARGETS", "shard_path", "prepare_shard",
            "prepare_demo", "prepare_full", "load_qm9xtb", "main"]
 
 DEMO_SIZES = {"train": 1000, "val": 200, "test": 1000}
@@ -40,11 +46,6 @@ TARGETS = ("U0", "U", "H", "G")
 THRESHOLD = 1e-5  # atomic units; see fusion.data.xtb_features.molecule_features
 ELEMENTS = (1, 6, 7, 8, 9)
 LMAX = 1  # GFN2-xTB shells of H, C, N, O, F: s and p
-
-
-def cache_path(family: str, cache_dir: str | os.PathLike = "resources") -> Path:
-    """``<cache_dir>/<family>/<family>.npz``."""
-    return Path(cache_dir) / family / f"{family}.npz"
 
 
 def shard_path(cache_dir: str | os.PathLike, shard: int, n_shards: int = N_SHARDS) -> Path:
@@ -97,7 +98,7 @@ def prepare_demo(cache_dir: str | os.PathLike = "resources",
     start = np.cumsum([0, sizes["train"], sizes["val"]])
     positions = {k: np.arange(s, s + sizes[k]) for k, s in zip(("train", "val", "test"), start)}
     features = _features_for_rows(raw, rows)
-    return _write_cache(cache_path("qm9xtb-demo", cache_dir), raw, rows, features, positions)
+    return _write_cache(family_cache_path("qm9xtb-demo", cache_dir), raw, rows, features, positions)
 
 
 def prepare_shard(cache_dir: str | os.PathLike, shard: int, n_shards: int = N_SHARDS,
@@ -139,7 +140,7 @@ def prepare_full(cache_dir: str | os.PathLike = "resources", n_shards: int = N_S
         energy=np.concatenate([f.energy for f in fs]), lmax=fs[0].lmax,
         threshold=fs[0].threshold)
     positions = qm9.cormorant_split(rows.shape[0], seed=0)
-    return _write_cache(cache_path("qm9xtb", cache_dir), raw, rows, features, positions)
+    return _write_cache(family_cache_path("qm9xtb", cache_dir), raw, rows, features, positions)
 
 
 def load_qm9xtb(family: str, target: str, cache_dir: str | os.PathLike = "resources",
@@ -158,7 +159,7 @@ def load_qm9xtb(family: str, target: str, cache_dir: str | os.PathLike = "resour
         raise ValueError(f"unknown qm9xtb target {target!r}; valid: {list(TARGETS)}")
     if seed != 0:
         raise ValueError(f"{family}: features follow Cormorant's split (seed 0); got seed {seed}")
-    path = cache_path(family, cache_dir)
+    path = family_cache_path(family, cache_dir)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; build it with `fusion prepare {family}`")
     features, rest = load_feature_set(
@@ -188,14 +189,15 @@ def load_qm9xtb(family: str, target: str, cache_dir: str | os.PathLike = "resour
               "qm9_index": raw["index"][rows], "xtb_energy": xtb,
               "xtb_features": features, "make_loader": make_xtb_loader})
     splits = take_splits({k: rest[f"split_{k}"] for k in ("train", "val", "test")},
-                         n_train, n_val, n_test, where=family, items="molecules")
+                         n_train, n_val, n_test, where=family, items="molecules",
+                         holder="the cache")
     return structures, splits
 
 
 def _register() -> None:
-    register_family(DatasetFamily("qm9xtb-demo", partial(cache_path, "qm9xtb-demo"),
+    register_family(DatasetFamily("qm9xtb-demo", partial(family_cache_path, "qm9xtb-demo"),
                                   prepare_demo))
-    register_family(DatasetFamily("qm9xtb", partial(cache_path, "qm9xtb"), prepare_full))
+    register_family(DatasetFamily("qm9xtb", partial(family_cache_path, "qm9xtb"), prepare_full))
     for family, sizes in (("qm9xtb-demo", DEMO_SIZES),
                           ("qm9xtb", {"train": 100_000, "val": 17_748, "test": 13_083})):
         for target in TARGETS:

@@ -25,6 +25,7 @@ from fusion.data.structures import Structures
 
 __all__ = [
     "DatasetSpec", "DatasetFamily", "DATASETS", "FAMILIES", "register", "register_family",
+    "family_cache_path",
     "load_builtin_datasets", "dataset_keys",
     "dataset_card", "dataset_cache_path", "prepare_family", "get_dataset",
 ]
@@ -53,6 +54,12 @@ class DatasetFamily:
     name: str
     cache_path: Callable[[str | os.PathLike], Path]
     prepare: Callable[[str | os.PathLike], Any]
+
+
+def family_cache_path(family: str, cache_dir: str | os.PathLike = "resources") -> Path:
+    """``<cache_dir>/<family>/<family>.npz``: where a family's cache lives (the output of the
+    workflow's ``prepare_dataset`` rule)."""
+    return Path(cache_dir) / family / f"{family}.npz"
 
 
 FAMILIES: dict[str, DatasetFamily] = {

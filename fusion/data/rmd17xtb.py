@@ -28,9 +28,15 @@ from pathlib import Path
 
 import numpy as np
 
-from fusion.data.registry import DatasetFamily, DatasetSpec, register, register_family
+from fusion.data.registry import (
+    DatasetFamily,
+    DatasetSpec,
+    family_cache_path,
+    register,
+    register_family,
+)
 
-__all__ = ["MOLECULES", "THRESHOLD", "cache_path", "prepare_rmd17xtb", "load_rmd17xtb"]
+__all__ = ["MOLECULES", "THRESHOLD", "prepare_rmd17xtb", "load_rmd17xtb"]
 
 #: rMD17 molecule names (dataset key suffixes), as :data:`forcefields.RMD17_MOLECULES`.
 MOLECULES = ("aspirin", "azobenzene", "benzene", "ethanol", "malonaldehyde", "naphthalene",
@@ -40,11 +46,6 @@ SPLIT_INDEX = 1  # official rMD17 split index_{train,test}_01
 SPLIT_SIZES = {"train": 950, "val": 50, "test": 1000}
 _CACHE_KEYS = ("rmd17_frame", "pos", "reference_energy", "delta_offset", "split_index",
                "split_train", "split_val", "split_test")
-
-
-def cache_path(family: str, cache_dir: str | os.PathLike = "resources") -> Path:
-    """``<cache_dir>/<family>/<family>.npz``."""
-    return Path(cache_dir) / family / f"{family}.npz"
 
 
 def _check_molecule(molecule: str) -> None:
@@ -91,7 +92,7 @@ def prepare_rmd17xtb(molecule: str, cache_dir: str | os.PathLike = "resources",
     extra = {"rmd17_frame": frames, "pos": structures.pos[atoms], "reference_energy": reference,
              "delta_offset": np.float64(offset), "split_index": np.int64(SPLIT_INDEX),
              **{f"split_{k}": v for k, v in positions.items()}}
-    return save_feature_set(cache_path(family, cache_dir), features, extra)
+    return save_feature_set(family_cache_path(family, cache_dir), features, extra)
 
 
 def load_rmd17xtb(molecule: str, cache_dir: str | os.PathLike = "resources",
@@ -112,7 +113,7 @@ def load_rmd17xtb(molecule: str, cache_dir: str | os.PathLike = "resources",
 
     _check_molecule(molecule)
     family = f"rmd17xtb-{molecule}"
-    path = cache_path(family, cache_dir)
+    path = family_cache_path(family, cache_dir)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; build it with `fusion prepare {family}`")
     features, rest = load_feature_set(path, _CACHE_KEYS)
@@ -140,14 +141,15 @@ def load_rmd17xtb(molecule: str, cache_dir: str | os.PathLike = "resources",
               "xtb_energy": features.energy, "delta_offset": offset,
               "xtb_features": features, "make_loader": make_xtb_loader})
     splits = take_splits({k: rest[f"split_{k}"] for k in ("train", "val", "test")},
-                         n_train, n_val, n_test, where=family, items="frames", cache=path)
+                         n_train, n_val, n_test, where=family, items="frames",
+                         holder=f"the cache {path}")
     return structures, splits
 
 
 def _register() -> None:
     for mol in MOLECULES:
         family = f"rmd17xtb-{mol}"
-        register_family(DatasetFamily(family, partial(cache_path, family),
+        register_family(DatasetFamily(family, partial(family_cache_path, family),
                                       partial(prepare_rmd17xtb, mol)))
         register(DatasetSpec(family, partial(load_rmd17xtb, mol), family=family, card={
             "name": f"rMD17 {mol}, Δ-learning target: rMD17 energy - GFN2-xTB energy",

@@ -35,22 +35,26 @@ def ragged_arange(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return np.repeat(starts - before, counts) + np.arange(total, dtype=np.int64)
 
 
-def take_splits(stored: dict[str, np.ndarray], n_train: int | None, n_val: int | None,
-                n_test: int | None, where: str, items: str = "structures",
-                cache: object = None) -> dict[str, np.ndarray]:
-    """The first ``n_<split>`` indices of each stored split (``None`` = all of it).
+def take_splits(stored: dict[str, np.ndarray], n_train: int | None = None,
+                n_val: int | None = None, n_test: int | None = None, where: str | None = None,
+                items: str = "structures", holder: str | None = None) -> dict[str, np.ndarray]:
+    """The first ``n_<split>`` indices of each stored split (``None`` = all of it), as fresh
+    int64 arrays. The prefix of a permutation is itself a random subset, and smaller subsets
+    nest in larger ones.
 
-    ``stored``: ``{"train", "val", "test"} -> int index array``; ``where`` (the dataset) and
-    ``cache`` (its file) are named in the error raised when a split holds fewer than asked.
+    ``stored``: ``{"train", "val", "test"} -> index array``. Asking for more than a split
+    holds is a ``ValueError`` naming ``where`` (the dataset) and ``holder`` (what holds the
+    splits, e.g. ``"the cache <file>"``; default: the split itself).
     """
     splits = {}
     for name, n in (("train", n_train), ("val", n_val), ("test", n_test)):
-        idx = np.asarray(stored[name], dtype=np.int64)
+        idx = np.array(stored[name], dtype=np.int64)
         if n is not None:
             if not 0 <= n <= idx.shape[0]:
-                file = f" {cache}" if cache is not None else ""
-                raise ValueError(f"{where}: n_{name} = {n} but the cache{file} holds "
-                                 f"{idx.shape[0]} {name} {items}")
+                prefix = f"{where}: " if where else ""
+                has = (f"the {name} split has {idx.shape[0]} {items}" if holder is None
+                       else f"{holder} holds {idx.shape[0]} {name} {items}")
+                raise ValueError(f"{prefix}n_{name} = {n} but {has}")
             idx = idx[:n]
         splits[name] = idx
     return splits

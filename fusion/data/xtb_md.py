@@ -33,7 +33,13 @@ from pathlib import Path
 import numpy as np
 
 from fusion.data.cache import cache_error, load_npz_checked, save_npz_atomic
-from fusion.data.registry import DatasetFamily, DatasetSpec, register, register_family
+from fusion.data.registry import (
+    DatasetFamily,
+    DatasetSpec,
+    family_cache_path,
+    register,
+    register_family,
+)
 from fusion.data.structures import Structures
 
 __all__ = [
@@ -200,7 +206,7 @@ def generate_xtb_md(molecule: str, n_frames: int = N_FRAMES,
 
 def xtb_md_cache_path(molecule: str, cache_dir: str | os.PathLike = "resources") -> Path:
     """``<cache_dir>/xtb-md-<molecule>/xtb-md-<molecule>.npz``."""
-    return Path(cache_dir) / f"xtb-md-{molecule}" / f"xtb-md-{molecule}.npz"
+    return family_cache_path(f"xtb-md-{molecule}", cache_dir)
 
 
 def prepare_xtb_md(molecule: str, cache_dir: str | os.PathLike = "resources",

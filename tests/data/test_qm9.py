@@ -10,6 +10,7 @@ import pytest
 
 from fusion.data import qm9
 from fusion.data.cache import CacheError, save_npz_atomic
+from fusion.data.structures import take_splits
 
 HA = qm9.HARTREE_TO_EV
 FIXTURE_INDEX = [1, 2, 3, 4, 5, 184, 212]
@@ -152,11 +153,11 @@ def test_cormorant_split_full_size():
     np.testing.assert_array_equal(sp["test"], perm[117_748:])
     allidx = np.concatenate(list(sp.values()))
     assert np.unique(allidx).shape[0] == n and allidx.min() == 0 and allidx.max() == n - 1
-    sub = qm9.subsample_splits(sp, n_train=1000, n_test=50)
+    sub = take_splits(sp, n_train=1000, n_test=50)
     np.testing.assert_array_equal(sub["train"], perm[:1000])
     assert len(sub["val"]) == 17_748 and len(sub["test"]) == 50
     with pytest.raises(ValueError, match="n_train = 100001 but the train split has 100000"):
-        qm9.subsample_splits(sp, n_train=100_001)
+        take_splits(sp, n_train=100_001)
 
 
 def test_load_qm9_splits_on_fixture(qm9_dir, cache_dir):
