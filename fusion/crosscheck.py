@@ -427,9 +427,10 @@ def _device(name: str) -> str:
 
 def _model_stats(spec):
     from fusion.experiment import _load_split, model_stats
+    from fusion.models.registry import graph_cutoff
 
     structures, splits = _load_split(spec)
-    r_max = float(spec.hparams.get("r_max", 5.0))
+    r_max = graph_cutoff(spec.model, spec.variant, spec.hparams)
     return structures, splits, model_stats(structures, splits["train"], r_max)
 
 
@@ -572,6 +573,7 @@ def _evaluate_their_model(model_path: Path, structures, splits, stats, spec, con
 
     from fusion.data.graphs import GraphLoader
     from fusion.models.mace import MaceEnergyModel
+    from fusion.models.registry import graph_cutoff
     from fusion.train.trainer import evaluate
 
     dtype = config.torch_dtype
@@ -582,7 +584,7 @@ def _evaluate_their_model(model_path: Path, structures, splits, stats, spec, con
         module = torch.load(model_path, map_location="cpu", weights_only=False)
         model = MaceEnergyModel(module).to(dtype=dtype)
         loader = GraphLoader(structures, splits["test"], batch_size=spec.eval_batch_size,
-                             r_max=float(spec.hparams.get("r_max", 5.0)),
+                             r_max=graph_cutoff(spec.model, spec.variant, spec.hparams),
                              elements=stats.elements, dtype=dtype)
         return evaluate(model, loader, dtype=dtype,
                         report_factor=structures.meta["report_factor"])["mae"]
