@@ -53,6 +53,11 @@ def shard_path(cache_dir: str | os.PathLike, shard: int, n_shards: int = N_SHARD
     return Path(cache_dir) / "qm9xtb" / "shards" / f"shard-{shard:03d}-of-{n_shards:03d}.npz"
 
 
+def all_shard_paths(cache_dir: str | os.PathLike = "resources") -> list[Path]:
+    """The shards the full ``qm9xtb`` cache is merged from (one workflow job each)."""
+    return [shard_path(cache_dir, k) for k in range(N_SHARDS)]
+
+
 def _features_for_rows(raw: dict, rows: np.ndarray):
     from fusion.data.xtb_features import compute_feature_set
 
@@ -197,7 +202,8 @@ def load_qm9xtb(family: str, target: str, cache_dir: str | os.PathLike = "resour
 def _register() -> None:
     register_family(DatasetFamily("qm9xtb-demo", partial(family_cache_path, "qm9xtb-demo"),
                                   prepare_demo))
-    register_family(DatasetFamily("qm9xtb", partial(family_cache_path, "qm9xtb"), prepare_full))
+    register_family(DatasetFamily("qm9xtb", partial(family_cache_path, "qm9xtb"), prepare_full,
+                                  inputs=all_shard_paths))
     for family, sizes in (("qm9xtb-demo", DEMO_SIZES),
                           ("qm9xtb", {"train": 100_000, "val": 17_748, "test": 13_083})):
         for target in TARGETS:

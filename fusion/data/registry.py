@@ -25,7 +25,7 @@ from fusion.data.structures import Structures
 
 __all__ = [
     "DatasetSpec", "DatasetFamily", "DATASETS", "FAMILIES", "register", "register_family",
-    "family_cache_path",
+    "family_cache_path", "family_inputs",
     "load_builtin_datasets", "dataset_keys",
     "dataset_card", "dataset_cache_path", "prepare_family", "get_dataset",
 ]
@@ -48,12 +48,15 @@ class DatasetFamily:
     """Datasets sharing one preprocessed cache (e.g. the 12 QM9 targets).
 
     ``cache_path(cache_dir) -> Path`` names the cache file; ``prepare(cache_dir)`` builds it.
-    The workflow makes one job per family cache.
+    ``inputs(cache_dir) -> [Path]`` (optional) names files other workflow jobs make first
+    (feature shards, the cache of the dataset it is derived from). The workflow makes one
+    job per family cache.
     """
 
     name: str
     cache_path: Callable[[str | os.PathLike], Path]
     prepare: Callable[[str | os.PathLike], Any]
+    inputs: Callable[[str | os.PathLike], list[Path]] | None = None
 
 
 def family_cache_path(family: str, cache_dir: str | os.PathLike = "resources") -> Path:
@@ -134,6 +137,15 @@ def prepare_family(family: str, cache_dir: str | os.PathLike = "resources") -> P
         raise KeyError(f"unknown dataset family {family!r}; valid: {', '.join(FAMILIES)}")
     FAMILIES[family].prepare(cache_dir)
     return FAMILIES[family].cache_path(cache_dir)
+
+
+def family_inputs(family: str, cache_dir: str | os.PathLike = "resources") -> list[Path]:
+    """Files the cache of ``family`` is built from by other jobs (``DatasetFamily.inputs``)."""
+    load_builtin_datasets()
+    if family not in FAMILIES:
+        raise KeyError(f"unknown dataset family {family!r}; valid: {', '.join(FAMILIES)}")
+    inputs = FAMILIES[family].inputs
+    return [] if inputs is None else list(inputs(cache_dir))
 
 
 def dataset_card(key: str) -> dict[str, Any]:

@@ -146,11 +146,17 @@ def load_rmd17xtb(molecule: str, cache_dir: str | os.PathLike = "resources",
     return structures, splits
 
 
+def _source_cache(molecule: str, cache_dir: str | os.PathLike) -> list[Path]:
+    """The rMD17 cache the features are computed from (its own workflow job)."""
+    return [family_cache_path(f"rmd17-{molecule}", cache_dir)]
+
+
 def _register() -> None:
     for mol in MOLECULES:
         family = f"rmd17xtb-{mol}"
         register_family(DatasetFamily(family, partial(family_cache_path, family),
-                                      partial(prepare_rmd17xtb, mol)))
+                                      partial(prepare_rmd17xtb, mol),
+                                      inputs=partial(_source_cache, mol)))
         register(DatasetSpec(family, partial(load_rmd17xtb, mol), family=family, card={
             "name": f"rMD17 {mol}, Δ-learning target: rMD17 energy - GFN2-xTB energy",
             "source": "rMD17 (figshare 12672038; Christensen & von Lilienfeld 2020), via "

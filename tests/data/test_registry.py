@@ -38,3 +38,19 @@ def test_get_dataset_loads_fixture(qm9_dir, cache_dir):
     assert set(splits) == {"train", "val", "test"} and len(splits["train"]) == 2
     assert s.y[0] == pytest.approx(-0.3877 * 27.211386245988)
     assert all(v.dtype == np.int64 for v in splits.values())
+
+
+def test_family_inputs_name_the_jobs_a_cache_is_built_from(tmp_path):
+    from pathlib import Path
+
+    from fusion.data.qm9xtb import N_SHARDS
+
+    shards = registry.family_inputs("qm9xtb", tmp_path)
+    assert len(shards) == N_SHARDS and len(set(shards)) == N_SHARDS
+    assert shards[0] == tmp_path / "qm9xtb" / "shards" / f"shard-000-of-{N_SHARDS:03d}.npz"
+    assert registry.family_inputs("rmd17xtb-ethanol", "c") == [
+        Path("c") / "rmd17-ethanol" / "rmd17-ethanol.npz"
+    ]
+    assert registry.family_inputs("qm9", tmp_path) == []
+    with pytest.raises(KeyError, match="unknown dataset family 'qm10'"):
+        registry.family_inputs("qm10", tmp_path)

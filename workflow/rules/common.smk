@@ -4,9 +4,8 @@ import os
 import re
 from pathlib import Path
 
-from fusion.data.qm9xtb import N_SHARDS as QM9XTB_N_SHARDS
-from fusion.data.qm9xtb import shard_path as qm9xtb_shard_path
-from fusion.data.registry import dataset_cache_path, dataset_keys
+from fusion.data.qm9xtb import N_SHARDS as QM9XTB_SHARDS
+from fusion.data.registry import dataset_cache_path, dataset_keys, family_inputs
 from fusion.models.registry import model_names
 
 
@@ -131,18 +130,10 @@ def get_all_logs(wildcards=None):
     return [f"{run_dir(*run)}/log.csv" for run in grid() if run[1] != "composition"]
 
 
-QM9XTB_SHARDS = QM9XTB_N_SHARDS
-
-
 def get_family_inputs(wildcards):
-    """Files a family cache is built from by other jobs: the qm9xtb feature shards; the
-    rMD17 cache of an rmd17xtb-<molecule> feature cache."""
-    if wildcards.family == "qm9xtb":
-        return [str(qm9xtb_shard_path(CACHE_DIR, k)) for k in range(QM9XTB_SHARDS)]
-    if wildcards.family.startswith("rmd17xtb-"):
-        molecule = wildcards.family.removeprefix("rmd17xtb-")
-        return [str(dataset_cache_path(f"rmd17-{molecule}", CACHE_DIR))]
-    return []
+    """Files a family cache is built from by other jobs (DatasetFamily.inputs: the qm9xtb
+    feature shards, the rMD17 cache of rmd17xtb-<molecule>)."""
+    return [str(path) for path in family_inputs(wildcards.family, CACHE_DIR)]
 
 
 def get_all_dataset_caches(wildcards=None):
