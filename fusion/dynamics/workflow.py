@@ -1,0 +1,557 @@
+"""Stilbene surface-hopping dynamics as a workflow step: spec, run, tables and figures.
+
+``fusion dynamics --spec JSON`` (rule ``dynamics`` in ``workflow/rules/dynamics.smk``) calls
+:func:`run_dynamics` with a :class:`DynamicsSpec`: it loads a trained multi-state model from
+its run directory (:meth:`~fusion.dynamics.calculator.FusionCalculator.from_run_dir`), starts
+``n_trajectories`` trajectories on S1 from each Franck–Condon start (cis, trans:
+:func:`~fusion.dynamics.hopping.stilbene_starts`), runs
+:func:`~fusion.dynamics.hopping.run_ensemble` and
+:func:`~fusion.dynamics.hopping.analyse_ensemble`, and adds to ``analysis.json`` what the
+combined table and figures need (the run it came from, the spec, numbers per start and the
+time series). ``fusion dynamics-table`` (rule ``dynamics_table``) turns the ``analysis.json``
+of every run into ``dynamics.csv``/``dynamics.md`` (:func:`dynamics_table`) and the figures
+``dynamics_population`` and ``dynamics_torsion`` (:func:`dynamics_figures`).
+
+Units: times fs, temperatures K, torsion angles degrees, energies eV (as in
+:mod:`fusion.dynamics.hopping`).
+
+Files in ``out_dir`` (``results/dynamics/<dataset>/<model>/<variant>/seed-<n>/``):
+``trajectories.csv``, ``hops.csv``, ``summary.csv`` (the ensemble), ``ensemble_spec.json``
+(the spec the ensemble CSVs were made with, written after them), ``analysis.json``,
+``population.csv``, ``branching.csv``, ``torsion.{png,svg}``, ``population.{png,svg}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "STARTS",
+    "DynamicsSpec",
+    "run_dynamics",
+    "per_start_numbers",
+    "dynamics_table",
+    "dynamics_figures",
+]
+
+STARTS = ("cis", "trans")  # Franck–Condon starts known to stilbene_starts, in seeding order
+ENSEMBLE_SPEC_FILE = "ensemble_spec.json"
+ENSEMBLE_FILES = ("trajectories.csv", "hops.csv", "summary.csv")
+TRANS_THRESHOLD_DEG = 90.0  # final torsion >= this: trans (as analyse_ensemble)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass
+class DynamicsSpec:
+    """What one dynamics job runs (JSON keys = field names).
+
+    ``run_dir``: training run directory with ``metrics.json`` and ``model.pt`` of a
+    multi-state model; ``out_dir``: where the ensemble and its analysis go; ``starts``:
+    Franck–Condon starts, a subset of ``["cis", "trans"]``; ``n_trajectories`` per start;
+    ``n_steps`` velocity-Verlet steps of ``dt_fs`` (fs); ``temperature_k`` (K) of the initial
+    displacements and velocities; ``seed`` of the ensemble (initial conditions, hops, and the
+    rdkit geometry of the starts); ``record_every``: keep every n-th step; ``threads``: torch
+    CPU threads; ``cache_dir``: dataset caches, needed only when the run directory has no
+    ``model_stats.json``.
+    """
+
+    run_dir: str
+    out_dir: str
+    starts: list[str] = field(default_factory=lambda: list(STARTS))
+    n_trajectories: int = 8
+    n_steps: int = 400
+    dt_fs: float = 0.5
+    temperature_k: float = 300.0
+    seed: int = 0
+    record_every: int = 5
+    threads: int = 1
+    cache_dir: str | None = None
+
+    # Fields that change the numbers (threads, out_dir and cache_dir do not).
+    SCIENCE_KEYS = ("run_dir", "starts", "n_trajectories", "n_steps", "dt_fs", "temperature_k",
+                    "seed", "record_every")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DynamicsSpec:
+        if not isinstance(d, dict):
+            raise ValueError(f"dynamics spec must be a JSON object, got {type(d).__name__}")
+        valid = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(valid))
+        if unknown:
+            raise ValueError(f"dynamics spec has unknown key(s) {unknown}; valid: {valid}")
+        for key in ("run_dir", "out_dir"):
+            if key not in d:
+                raise ValueError(f"dynamics spec is missing required key {key!r} (a path)")
+        checks: dict[str, tuple[Callable, str]] = {
+            "run_dir": (lambda v: isinstance(v, str) and v != "", "a non-empty path"),
+            "out_dir": (lambda v: isinstance(v, str) and v != "", "a non-empty path"),
+            "cache_dir": (lambda v: v is None or isinstance(v, str), "a path or null"),
+            "starts": (lambda v: isinstance(v, list) and len(v) > 0 and len(set(v)) == len(v)
+                       and all(s in STARTS for s in v),
+                       f"a non-empty list of distinct names from {list(STARTS)}"),
+            "n_trajectories": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+            "n_steps": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+            "dt_fs": (lambda v: _is_number(v) and math.isfinite(v) and v > 0,
+                      "a number > 0 (fs)"),
+            "temperature_k": (lambda v: _is_number(v) and math.isfinite(v) and v > 0,
+                              "a number > 0 (K)"),
+            "seed": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+            "record_every": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+            "threads": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+        }
+        for key, value in d.items():
+            ok, expected = checks[key]
+            if not ok(value):
+                raise ValueError(f"dynamics spec key {key!r} should be {expected}, got {value!r}")
+        spec = cls(**d)
+        # Canonical order: a start's random stream depends on its position (run_ensemble).
+        spec.starts = [s for s in STARTS if s in spec.starts]
+        spec.dt_fs, spec.temperature_k = float(spec.dt_fs), float(spec.temperature_k)
+        return spec
+
+    @classmethod
+    def from_json(cls, text: str) -> DynamicsSpec:
+        """From JSON text, or ``@path`` to a JSON file."""
+        if text.startswith("@"):
+            path = Path(text[1:])
+            if not path.exists():
+                raise FileNotFoundError(f"dynamics spec file {path} not found")
+            text = path.read_text()
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"dynamics spec is not valid JSON: {err}") from err
+        return cls.from_dict(d)
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def science(self) -> dict:
+        """The fields that change the results (compared on resume)."""
+        return {key: getattr(self, key) for key in self.SCIENCE_KEYS}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_json(path: Path) -> dict | None:
+    """The JSON object in ``path``, or None when it is missing or unreadable."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _run_identity(run_dir: Path) -> dict:
+    """dataset, model, variant and training seed of a run directory (from metrics.json)."""
+    metrics_path = run_dir / "metrics.json"
+    metrics = _read_json(metrics_path)
+    if metrics is None:
+        raise FileNotFoundError(f"{metrics_path} not found or not JSON: is {run_dir} a training "
+                                "run directory (results/train/<dataset>/<model>/<variant>/"
+                                "seed-<n>)?")
+    spec = metrics.get("hyperparameters", {})
+    identity = {key: metrics.get(key, spec.get(key)) for key in
+                ("dataset", "model", "variant", "seed")}
+    missing = [key for key, value in identity.items() if value is None]
+    if missing:
+        raise ValueError(f"{metrics_path}: no {missing} (expected the keys dataset, model, "
+                         "variant, seed that fusion train writes)")
+    return identity
+
+
+def per_start_numbers(summary, initial_state: int = 1,
+                      trans_threshold_deg: float = TRANS_THRESHOLD_DEG) -> list[dict]:
+    """Lifetime, hops and branching of each start in a ``summary.csv`` table (pandas).
+
+    Per start: ``n_trajectories``; ``n_exits`` (trajectories that left ``initial_state``);
+    ``lifetime_fs`` and ``lifetime_stderr_fs`` (exponential maximum likelihood with censoring,
+    :func:`~fusion.dynamics.hopping.exponential_lifetime`; None without exits); ``n_hops``
+    (accepted hops, all directions); ``n_frustrated``; ``n_on_s0``, ``n_trans`` (final torsion
+    >= ``trans_threshold_deg``), ``fraction_trans`` and its 95 % Wilson interval (None when no
+    trajectory ended on S0).
+    """
+    from fusion.dynamics.hopping import exponential_lifetime, wilson_interval
+
+    rows = []
+    for start, group in summary.groupby("start", sort=False):
+        exited = group["first_exit_fs"].notna()
+        row = {"start": str(start), "n_trajectories": int(len(group)),
+               "n_exits": int(exited.sum()), "lifetime_fs": None, "lifetime_stderr_fs": None}
+        if row["n_exits"]:
+            row["lifetime_fs"], row["lifetime_stderr_fs"] = exponential_lifetime(
+                group.loc[exited, "first_exit_fs"], group.loc[~exited, "end_fs"])
+        ended = group[group["final_state"] == 0]
+        n_trans = int((ended["final_torsion_deg"] >= trans_threshold_deg).sum())
+        n_on_s0 = int(len(ended))
+        low, high = wilson_interval(n_trans, n_on_s0) if n_on_s0 else (None, None)
+        row.update(n_hops=int(group["n_hops"].sum()), n_frustrated=int(group["n_frustrated"].sum()),
+                   n_on_s0=n_on_s0, n_trans=n_trans,
+                   fraction_trans=n_trans / n_on_s0 if n_on_s0 else None,
+                   wilson95_low=low, wilson95_high=high)
+        rows.append(row)
+    return rows
+
+
+def _series(trajectories, initial_state: int = 1) -> dict:
+    """Per start: time (fs), S1 population, torsion mean and population std (deg) over the
+    trajectories at each recorded time."""
+    series = {}
+    for start, group in trajectories.groupby("start", sort=False):
+        by_time = group.groupby("time_fs")
+        torsion = by_time["torsion_deg"]
+        series[str(start)] = {
+            "time_fs": [float(t) for t in by_time.size().index],
+            "s1_population": [float(p) for p in
+                              by_time["state"].apply(lambda s: (s == initial_state).mean())],
+            "torsion_mean_deg": [float(m) for m in torsion.mean()],
+            "torsion_std_deg": [float(s) for s in torsion.std(ddof=0)],
+            "n_trajectories": int(group["trajectory"].nunique()),
+        }
+    return series
+
+
+def run_dynamics(spec: DynamicsSpec, log: Callable[[str], None] = print) -> dict:
+    """Run the surface-hopping ensemble of ``spec`` and analyse it; returns ``analysis.json``.
+
+    Resuming: if ``analysis.json`` in ``out_dir`` records the same spec (the fields in
+    :attr:`DynamicsSpec.SCIENCE_KEYS`) and the same ``model.pt`` (SHA-256), nothing is run.
+    If the ensemble CSVs are complete for this spec (``ensemble_spec.json`` matches) but the
+    analysis is missing, only the analysis is redone. A killed ensemble is **not** resumed
+    trajectory by trajectory: ``run_ensemble`` writes its CSVs at the end, so it restarts from
+    the first trajectory (a few minutes at demo size). Any other change (spec, weights) reruns
+    everything.
+
+    Raises ``ValueError`` if the model has one electronic state (``surface hopping needs >= 2
+    states``) or the spec is bad; ``FileNotFoundError`` if the run directory is incomplete.
+    """
+    import pandas as pd
+    import torch
+
+    from fusion.dynamics.calculator import FusionCalculator
+    from fusion.dynamics.hopping import analyse_ensemble, run_ensemble, stilbene_starts
+    from fusion.train.checkpoint import atomic_write_text
+
+    run_dir, out = Path(spec.run_dir), Path(spec.out_dir)
+    weights = run_dir / "model.pt"
+    identity = _run_identity(run_dir)
+    if not weights.exists():
+        raise FileNotFoundError(f"{weights} not found (the trainer writes model.pt when a run "
+                                "finishes)")
+    recorded = {**spec.science(), "model_sha256": _sha256(weights)}
+
+    previous = _read_json(out / "analysis.json")
+    if previous is not None and previous.get("spec") == recorded and "per_start" in previous:
+        log(f"{out / 'analysis.json'} is up to date with this spec and model: nothing to run")
+        return previous
+
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(spec.threads)
+    try:
+        ensemble_done = (_read_json(out / ENSEMBLE_SPEC_FILE) == recorded
+                         and all((out / name).exists() for name in ENSEMBLE_FILES))
+        if ensemble_done:
+            log(f"{out}: ensemble already complete for this spec; analysing it again")
+        else:
+            (out / ENSEMBLE_SPEC_FILE).unlink(missing_ok=True)
+            calculator = FusionCalculator.from_run_dir(run_dir, cache_dir=spec.cache_dir)
+            all_starts, torsion_atoms = stilbene_starts(spec.seed)
+            starts = {name: all_starts[name] for name in spec.starts}
+            probe = next(iter(starts.values())).copy()
+            probe.calc = calculator
+            probe.get_potential_energy()
+            if calculator.n_states < 2:
+                raise ValueError(f"surface hopping needs >= 2 states; {run_dir} was trained on "
+                                 f"{calculator.n_states} (train it with hparams n_states: 2)")
+            total = len(starts) * spec.n_trajectories
+            started = time.time()
+            done = [0]
+
+            def progress(message: str) -> None:
+                done[0] += 1
+                elapsed = time.time() - started
+                log(f"[{done[0]}/{total}] {message} ({elapsed:.0f} s elapsed, "
+                    f"~{elapsed / done[0] * (total - done[0]):.0f} s left)")
+
+            log(f"{run_dir}: {calculator.n_states} states; {total} trajectories x "
+                f"{spec.n_steps} steps of {spec.dt_fs} fs on {spec.threads} thread(s)")
+            run_ensemble(lambda: calculator, starts, out, n_trajectories=spec.n_trajectories,
+                         n_steps=spec.n_steps, dt_fs=spec.dt_fs,
+                         temperature_k=spec.temperature_k, initial_state=1, seed=spec.seed,
+                         torsion_atoms=torsion_atoms, record_every=spec.record_every,
+                         log=progress)
+            atomic_write_text(out / ENSEMBLE_SPEC_FILE, json.dumps(recorded, indent=1))
+    finally:
+        torch.set_num_threads(old_threads)
+
+    analysis = analyse_ensemble(out, initial_state=1, trans_threshold_deg=TRANS_THRESHOLD_DEG)
+    summary = pd.read_csv(out / "summary.csv")
+    trajectories = pd.read_csv(out / "trajectories.csv")
+    analysis.update(run={**identity, "run_dir": str(run_dir)}, spec=recorded,
+                    per_start=per_start_numbers(summary), series=_series(trajectories))
+    atomic_write_text(out / "analysis.json", json.dumps(analysis, indent=1, default=float))
+    lifetime = analysis.get("lifetime_fs")
+    log(f"{out}: S1 lifetime " + (f"{lifetime:.1f} ± {analysis['lifetime_stderr_fs']:.1f} fs"
+                                  if lifetime is not None else "not observed (no exits)")
+        + f", {analysis['n_exits']}/{analysis['n_trajectories']} trajectories left S1")
+    return analysis
+
+
+# --------------------------------------------------------------------------- combined table
+
+TABLE_COLUMNS = ("dataset", "model", "variant", "seed", "start", "n_trajectories", "n_exits",
+                 "n_hops", "s1_lifetime_fs", "s1_lifetime_se_fs", "n_on_s0", "n_trans",
+                 "trans_fraction", "trans_wilson95_low", "trans_wilson95_high")
+
+
+def _load_analysis(path: Path) -> dict:
+    analysis = _read_json(path)
+    if analysis is None:
+        raise FileNotFoundError(f"{path} not found or not a JSON object (expected the "
+                                "analysis.json written by fusion dynamics)")
+    for key in ("run", "per_start"):
+        if key not in analysis:
+            raise ValueError(f"{path}: no {key!r} (written by fusion dynamics; an analysis.json "
+                             "from analyse_ensemble alone lacks it: rerun fusion dynamics)")
+    return analysis
+
+
+def _mean_over_seeds(rows: list[dict]) -> dict:
+    """Row ``seed = "mean"`` of several seeds' rows of one (dataset, model, variant, start).
+
+    Lifetime: mean over seeds, s.e. = sample std over seeds / sqrt(n seeds) (blank when a seed
+    has no lifetime); counts summed; trans fraction and Wilson interval of the pooled counts.
+    """
+    from fusion.dynamics.hopping import wilson_interval
+
+    first = rows[0]
+    mean = {key: first[key] for key in ("dataset", "model", "variant", "start")}
+    mean["seed"] = "mean"
+    for key in ("n_trajectories", "n_exits", "n_hops", "n_on_s0", "n_trans"):
+        mean[key] = sum(int(r[key]) for r in rows)
+    lifetimes = [r["s1_lifetime_fs"] for r in rows]
+    if all(t is not None for t in lifetimes):
+        mean["s1_lifetime_fs"] = float(np.mean(lifetimes))
+        mean["s1_lifetime_se_fs"] = float(np.std(lifetimes, ddof=1) / math.sqrt(len(rows)))
+    else:
+        mean["s1_lifetime_fs"] = mean["s1_lifetime_se_fs"] = None
+    if mean["n_on_s0"]:
+        mean["trans_fraction"] = mean["n_trans"] / mean["n_on_s0"]
+        mean["trans_wilson95_low"], mean["trans_wilson95_high"] = wilson_interval(
+            mean["n_trans"], mean["n_on_s0"])
+    else:
+        mean["trans_fraction"] = mean["trans_wilson95_low"] = mean["trans_wilson95_high"] = None
+    return mean
+
+
+def _table_rows(analyses: list[dict]) -> list[dict]:
+    from fusion.analysis.style import sort_key
+
+    rows = []
+    for analysis in analyses:
+        run = analysis["run"]
+        for numbers in analysis["per_start"]:
+            rows.append({
+                "dataset": run["dataset"], "model": run["model"], "variant": run["variant"],
+                "seed": int(run["seed"]), "start": numbers["start"],
+                "n_trajectories": numbers["n_trajectories"], "n_exits": numbers["n_exits"],
+                "n_hops": numbers["n_hops"], "s1_lifetime_fs": numbers["lifetime_fs"],
+                "s1_lifetime_se_fs": numbers["lifetime_stderr_fs"],
+                "n_on_s0": numbers["n_on_s0"], "n_trans": numbers["n_trans"],
+                "trans_fraction": numbers["fraction_trans"],
+                "trans_wilson95_low": numbers["wilson95_low"],
+                "trans_wilson95_high": numbers["wilson95_high"]})
+    start_rank = {s: i for i, s in enumerate(STARTS)}
+    rows.sort(key=lambda r: (r["dataset"], sort_key(r["model"], r["variant"]),
+                             start_rank.get(r["start"], len(STARTS)), r["start"], r["seed"]))
+    seen = {(r["dataset"], r["model"], r["variant"], r["seed"], r["start"]) for r in rows}
+    if len(seen) != len(rows):
+        raise ValueError("two analysis files describe the same (dataset, model, variant, seed, "
+                         "start); give each run once")
+    out: list[dict] = []
+    for row in rows:
+        out.append(row)
+        group = [r for r in rows if all(r[k] == row[k] for k in
+                                        ("dataset", "model", "variant", "start"))]
+        if len(group) > 1 and row is group[-1]:
+            out.append(_mean_over_seeds(group))
+    return out
+
+
+def _fmt(value, digits: int) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) \
+        else f"{value:.{digits}f}"
+
+
+def dynamics_table(analysis_files: Sequence[str | os.PathLike], out_dir: str | os.PathLike
+                   ) -> tuple[Path, Path]:
+    """``dynamics.csv`` and ``dynamics.md`` in ``out_dir`` from ``analysis.json`` files.
+
+    One row per (dataset, model, variant, seed, start): S1 lifetime (fs) ± standard error,
+    trajectories, exits from S1, accepted hops, trajectories ending on S0 and the fraction of
+    them ending trans with its 95 % Wilson interval; plus a ``seed = mean`` row per (dataset,
+    model, variant, start) when there are several seeds (see :func:`_mean_over_seeds`).
+    Returns the two paths.
+    """
+    import pandas as pd
+
+    from fusion.analysis.style import label
+    from fusion.train.checkpoint import atomic_write_text
+
+    if not analysis_files:
+        raise ValueError("dynamics-table needs at least one analysis.json")
+    rows = _table_rows([_load_analysis(Path(p)) for p in analysis_files])
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path = out / "dynamics.csv", out / "dynamics.md"
+    atomic_write_text(csv_path, pd.DataFrame(rows, columns=list(TABLE_COLUMNS)).to_csv(
+        index=False))
+    lines = [
+        "# Stilbene surface-hopping dynamics",
+        "",
+        "Trajectories start on S1 from Franck–Condon geometries of each start. S1 lifetime: "
+        "exponential maximum-likelihood fit to the first exits from S1 (trajectories that stay "
+        "are censored) ± standard error; trans fraction: trajectories ending on S0 with final "
+        "C=C torsion >= 90°, with its 95 % Wilson interval. Rows `mean`: lifetime averaged "
+        "over training seeds ± standard error over seeds; counts summed; trans fraction of "
+        "the pooled counts.",
+        "",
+        "| dataset | model | seed | start | trajectories | exits | hops | S1 lifetime (fs) "
+        "| on S0 | trans fraction (95 % CI) |",
+        "|:---|:---|---:|:---|---:|---:|---:|---:|---:|:---|",
+    ]
+    for r in rows:
+        lifetime = ("not observed" if r["s1_lifetime_fs"] is None else
+                    f"{r['s1_lifetime_fs']:.1f} ± {_fmt(r['s1_lifetime_se_fs'], 1)}")
+        trans = ("–" if r["trans_fraction"] is None else
+                 f"{r['trans_fraction']:.2f} [{r['trans_wilson95_low']:.2f}, "
+                 f"{r['trans_wilson95_high']:.2f}]")
+        lines.append(f"| {r['dataset']} | {label(r['model'], r['variant'])} | {r['seed']} | "
+                     f"{r['start']} | {r['n_trajectories']} | {r['n_exits']} | {r['n_hops']} | "
+                     f"{lifetime} | {r['n_on_s0']} | {trans} |")
+    atomic_write_text(md_path, "\n".join(lines) + "\n")
+    return csv_path, md_path
+
+
+# --------------------------------------------------------------------------- combined figures
+
+
+def _pooled(groups: list[dict], start: str) -> dict | None:
+    """Time series of ``start`` pooled over several runs (trajectory-weighted mean; torsion
+    std of the pooled trajectories). Runs are cut to the shortest common time axis."""
+    parts = [g[start] for g in groups if start in g]
+    if not parts:
+        return None
+    n = min(len(p["time_fs"]) for p in parts)
+    weights = np.array([p["n_trajectories"] for p in parts], dtype=np.float64)[:, None]  # [R, 1]
+    population = np.array([p["s1_population"][:n] for p in parts])  # [R, T]
+    mean = np.array([p["torsion_mean_deg"][:n] for p in parts])  # [R, T] deg
+    std = np.array([p["torsion_std_deg"][:n] for p in parts])  # [R, T] deg
+    total = weights.sum()
+    pooled_mean = (weights * mean).sum(0) / total
+    second_moment = (weights * (std**2 + mean**2)).sum(0) / total
+    return {"time_fs": np.asarray(parts[0]["time_fs"][:n]),
+            "s1_population": (weights * population).sum(0) / total,
+            "torsion_mean_deg": pooled_mean,
+            "torsion_std_deg": np.sqrt(np.maximum(second_moment - pooled_mean**2, 0.0)),
+            "n_trajectories": int(total)}
+
+
+def dynamics_figures(analysis_files: Sequence[str | os.PathLike], out_dir: str | os.PathLike
+                     ) -> list[Path]:
+    """``dynamics_population.{png,svg}`` (S1 population vs time, one panel per start, one line
+    per dataset/model/variant, pooled over training seeds) and ``dynamics_torsion.{png,svg}``
+    (C=C torsion vs time, one panel per dataset/model/variant, mean ± std band per start over
+    all trajectories) in ``out_dir``. Returns the written paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fusion.analysis.style import label, sort_key, style_for
+
+    analyses = [_load_analysis(Path(p)) for p in analysis_files]
+    for path, analysis in zip(analysis_files, analyses):
+        if "series" not in analysis:
+            raise ValueError(f"{path}: no 'series' (written by fusion dynamics)")
+    runs: dict[tuple[str, str, str], list[dict]] = {}
+    for analysis in analyses:
+        run = analysis["run"]
+        runs.setdefault((run["dataset"], run["model"], run["variant"]), []).append(
+            analysis["series"])
+    keys = sorted(runs, key=lambda k: (k[0], sort_key(k[1], k[2])))
+    several_datasets = len({k[0] for k in keys}) > 1
+    starts = [s for s in STARTS if any(s in g for groups in runs.values() for g in groups)]
+
+    def name(key) -> str:
+        text = label(key[1], key[2])
+        return f"{text} ({key[0]})" if several_datasets else text
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+
+    fig, axes = plt.subplots(1, len(starts), figsize=(4.5 * len(starts), 3.6), squeeze=False,
+                             sharey=True)
+    for ax, start in zip(axes[0], starts):
+        for key in keys:
+            pooled = _pooled(runs[key], start)
+            if pooled is None:
+                continue
+            style = style_for(key[1], key[2])
+            ax.plot(pooled["time_fs"], pooled["s1_population"], color=style.color,
+                    linestyle=style.linestyle,
+                    label=f"{name(key)}, {pooled['n_trajectories']} traj.")
+        ax.set(title=f"start: {start}", xlabel="time (fs)", ylim=(0, 1.05))
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("S1 population (fraction of trajectories)")
+    written += _save(fig, out / "dynamics_population")
+
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.6), squeeze=False,
+                             sharey=True)
+    for ax, key in zip(axes[0], keys):
+        for i, start in enumerate(starts):
+            pooled = _pooled(runs[key], start)
+            if pooled is None:
+                continue
+            t, mean, std = pooled["time_fs"], pooled["torsion_mean_deg"], pooled["torsion_std_deg"]
+            ax.plot(t, mean, color=f"C{i}", label=f"{start} ({pooled['n_trajectories']} traj.)")
+            ax.fill_between(t, mean - std, mean + std, color=f"C{i}", alpha=0.25, lw=0)
+        ax.set(title=name(key), xlabel="time (fs)", ylim=(0, 180))
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("C=C torsion (deg), mean ± std")
+    written += _save(fig, out / "dynamics_torsion")
+    plt.close("all")
+    return written
+
+
+def _save(fig, stem: Path) -> list[Path]:
+    fig.tight_layout()
+    paths = []
+    for ext in ("png", "svg"):
+        path = stem.with_suffix(f".{ext}")
+        fig.savefig(path, dpi=150)
+        paths.append(path)
+    return paths
