@@ -9,6 +9,8 @@
     fusion aggregate METRICS... --out-dir results/tables
     fusion figures --summary results/tables/summary.csv --logs LOGS... --out-dir results/figures
     fusion figures --kernels results/benchmarks/product.csv --out-dir results/figures
+    fusion dynamics --spec JSON|@file    # stilbene surface hopping with a multi-state run
+    fusion dynamics-table ANALYSIS... --tables-dir results/tables --figures-dir results/figures
 
 Every error a user can cause ends in one line ``error: ...`` and exit status 2.
 """
@@ -121,6 +123,22 @@ def _cmd_figures(args) -> None:
     )
 
 
+def _cmd_dynamics(args) -> None:
+    from fusion.dynamics.workflow import DynamicsSpec, run_dynamics
+
+    if not args.spec:
+        raise ValueError("no dynamics spec given (pass --spec JSON or --spec @file.json)")
+    run_dynamics(DynamicsSpec.from_json(args.spec))
+
+
+def _cmd_dynamics_table(args) -> None:
+    from fusion.dynamics.workflow import dynamics_figures, dynamics_table
+
+    for path in (*dynamics_table(args.analysis, args.tables_dir),
+                 *dynamics_figures(args.analysis, args.figures_dir)):
+        print(f"wrote {path}")
+
+
 def _json_object(text: str) -> dict:
     """argparse type: a JSON object (bad text -> usage error naming the argument)."""
     try:
@@ -200,6 +218,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernels", nargs="*", default=[], help="kernel benchmark CSVs")
     p.add_argument("--kernel-name", default="kernel_speed", help="file stem of the kernel figure")
     p.set_defaults(func=_cmd_figures)
+
+    p = sub.add_parser("dynamics", help="surface-hopping ensemble of a multi-state run (stilbene)")
+    p.add_argument("--spec", help="dynamics spec as JSON, or @file.json (DynamicsSpec)")
+    p.set_defaults(func=_cmd_dynamics)
+
+    p = sub.add_parser("dynamics-table", help="analysis.json files -> dynamics table and figures")
+    p.add_argument("analysis", nargs="+", help="analysis.json of fusion dynamics runs")
+    p.add_argument("--tables-dir", required=True, help="where dynamics.csv/.md go")
+    p.add_argument("--figures-dir", required=True, help="where dynamics_*.png/.svg go")
+    p.set_defaults(func=_cmd_dynamics_table)
     return parser
 
 
