@@ -555,3 +555,89 @@ def _save(fig, stem: Path) -> list[Path]:
         fig.savefig(path, dpi=150)
         paths.append(path)
     return paths
+
+
+# --------------------------------------------------------------------------- Snakemake glue
+
+# The config section ``dynamics:`` (workflow/schemas/config.schema.yaml); a config without it
+# runs no dynamics. Keys left out take these values.
+DYNAMICS_DEFAULTS = {
+    "datasets": ["stilbene-tddft"],  # datasets whose trained multi-state runs drive dynamics
+    "models": {"mace": ["baseline", "fusion"]},  # model -> variants
+    "seeds": [0],  # training seeds
+    "starts": list(STARTS),
+    "n_trajectories": 8,  # per start
+    "n_steps": 400,
+    "dt_fs": 0.5,
+    "temperature_k": 300,
+    "seed": 0,  # ensemble seed
+    "record_every": 5,
+}
+DYNAMICS_TABLE_OUTPUTS = ("results/tables/dynamics.csv", "results/tables/dynamics.md")
+DYNAMICS_FIGURE_STEMS = ("results/figures/dynamics_population", "results/figures/dynamics_torsion")
+
+
+def dynamics_settings(config) -> dict | None:
+    """``config["dynamics"]`` over :data:`DYNAMICS_DEFAULTS`, or None without the section."""
+    section = config.get("dynamics")
+    if section is None:
+        return None
+    unknown = sorted(set(section) - set(DYNAMICS_DEFAULTS))
+    if unknown:
+        raise ValueError(f"config: dynamics has unknown key(s) {unknown}; valid: "
+                         f"{sorted(DYNAMICS_DEFAULTS)}")
+    return {**DYNAMICS_DEFAULTS, **section}
+
+
+def dynamics_dir(dataset: str, model: str, variant: str, seed) -> str:
+    return f"results/dynamics/{dataset}/{model}/{variant}/seed-{seed}"
+
+
+def dynamics_runs(config, training_runs) -> list[tuple[str, str, str, int]]:
+    """(dataset, model, variant, seed) of every dynamics job; each must be a run of the
+    training grid ``training_runs`` (common.smk's ``grid()``), else a ``ValueError`` naming
+    it."""
+    settings = dynamics_settings(config)
+    if settings is None:
+        return []
+    trained = {(d, m, v, int(s)) for d, m, v, s in training_runs}
+    runs = []
+    for dataset in settings["datasets"]:
+        for model, variants in settings["models"].items():
+            for variant in variants:
+                for seed in settings["seeds"]:
+                    run = (dataset, model, variant, int(seed))
+                    if run not in trained:
+                        raise ValueError(
+                            f"config: dynamics asks for {dataset}/{model}/{variant} seed {seed}, "
+                            "which the training grid does not train; add it to datasets/models/"
+                            "seeds (or dataset_overrides), or drop it from dynamics")
+                    runs.append(run)
+    return runs
+
+
+def dynamics_spec_json(config, dataset: str, model: str, variant: str, seed,
+                       cache_dir: str = "resources") -> str:
+    """The ``fusion dynamics --spec`` JSON of one job (checked by :class:`DynamicsSpec`)."""
+    settings = dynamics_settings(config) or dict(DYNAMICS_DEFAULTS)
+    spec = {key: settings[key] for key in ("starts", "n_trajectories", "n_steps", "dt_fs",
+                                           "temperature_k", "seed", "record_every")}
+    spec.update(run_dir=f"results/train/{dataset}/{model}/{variant}/seed-{seed}",
+                out_dir=dynamics_dir(dataset, model, variant, seed), cache_dir=cache_dir,
+                threads=int(config.get("threads", 1)))
+    DynamicsSpec.from_dict(spec)  # fail at DAG build, naming the bad key
+    return json.dumps(spec, sort_keys=True)
+
+
+def dynamics_analysis_files(config, training_runs) -> list[str]:
+    return [f"{dynamics_dir(*run)}/analysis.json" for run in dynamics_runs(config, training_runs)]
+
+
+def dynamics_targets(config, training_runs) -> list[str]:
+    """What rule all asks for: every job's analysis and the combined table and figures
+    (nothing without a ``dynamics:`` section)."""
+    analyses = dynamics_analysis_files(config, training_runs)
+    if not analyses:
+        return []
+    return [*analyses, *DYNAMICS_TABLE_OUTPUTS,
+            *(f"{stem}.png" for stem in DYNAMICS_FIGURE_STEMS)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -295,3 +296,94 @@ def test_run_dynamics_returns_what_it_wrote(tmp_path):
     assert analysis["n_trajectories"] == 1 and [r["start"] for r in analysis["per_start"]] == [
         "cis"]
     assert any(m.startswith("[1/1] cis trajectory 0") for m in messages)
+
+
+# --------------------------------------------------------------------------- workflow
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _test_config(**dynamics) -> dict:
+    import yaml
+
+    config = yaml.safe_load((REPO / "config/test.yaml").read_text())
+    if dynamics:
+        config["dynamics"] = dynamics
+    return config
+
+
+def test_config_section_defaults_and_errors():
+    from snakemake.utils import validate
+
+    from fusion.dynamics.workflow import (
+        DYNAMICS_DEFAULTS,
+        dynamics_runs,
+        dynamics_spec_json,
+        dynamics_targets,
+    )
+
+    schema = str(REPO / "workflow/schemas/config.schema.yaml")
+    plain = _test_config()
+    validate(plain, schema)
+    assert "dynamics" not in plain
+    assert dynamics_targets(plain, [("qm9-U0", "mace", "baseline", 0)]) == []
+
+    config = _test_config(datasets=["qm9-U0"], n_steps=40)
+    validate(config, schema)  # fills the schema's defaults, which are the module's
+    assert config["dynamics"] == {**DYNAMICS_DEFAULTS, "datasets": ["qm9-U0"], "n_steps": 40}
+    grid = [("qm9-U0", "mace", v, s) for v in ("baseline", "fusion") for s in (0, 1)]
+    assert dynamics_runs(config, grid) == [("qm9-U0", "mace", "baseline", 0),
+                                           ("qm9-U0", "mace", "fusion", 0)]
+    assert dynamics_targets(config, grid)[-4:] == [
+        "results/tables/dynamics.csv", "results/tables/dynamics.md",
+        "results/figures/dynamics_population.png", "results/figures/dynamics_torsion.png"]
+    spec = json.loads(dynamics_spec_json(config, "qm9-U0", "mace", "fusion", "0", "res"))
+    assert spec == {"run_dir": "results/train/qm9-U0/mace/fusion/seed-0",
+                    "out_dir": "results/dynamics/qm9-U0/mace/fusion/seed-0", "cache_dir": "res",
+                    "starts": ["cis", "trans"], "n_trajectories": 8, "n_steps": 40, "dt_fs": 0.5,
+                    "temperature_k": 300, "seed": 0, "record_every": 5, "threads": 1}
+
+    with pytest.raises(ValueError, match="config: dynamics asks for qm9-U0/mace/baseline seed 5, "
+                                         "which the training grid does not train"):
+        dynamics_runs(_test_config(datasets=["qm9-U0"], seeds=[5]), grid)
+    with pytest.raises(ValueError, match=r"config: dynamics has unknown key\(s\) \['n_traj'\]"):
+        dynamics_runs(_test_config(n_traj=3), grid)
+    from snakemake.exceptions import WorkflowError
+
+    for bad, message in (({"n_traj": 3}, "'n_traj' was unexpected"),
+                         ({"starts": ["sideways"]}, "'sideways' is not one of ['cis', 'trans']"),
+                         ({"dt_fs": 0}, "0 is less than or equal to the minimum of 0")):
+        with pytest.raises(WorkflowError) as err:
+            validate(_test_config(**bad), schema)
+        assert message in str(err.value)
+
+
+def test_dry_run_schedules_one_dynamics_job_per_run(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    for name in ("Snakefile", "environment.yml"):
+        shutil.copy(REPO / name, tmp_path / name)
+    for name in ("workflow", "config"):
+        shutil.copytree(REPO / name, tmp_path / name)
+    config = _test_config(datasets=["qm9-U0"], models={"mace": ["baseline", "fusion"]},
+                          seeds=[0, 1], n_trajectories=2)
+    (tmp_path / "dyn.yaml").write_text(yaml.safe_dump(config))
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run([str(bin_dir / "snakemake"), "--cores", "1", "--configfile", "dyn.yaml",
+                           "--dry-run", "--printshellcmds"], cwd=tmp_path, capture_output=True,
+                          text=True, env=env)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text
+    jobs = {line.split()[0]: int(line.split()[1]) for line in text.splitlines()
+            if len(line.split()) == 2 and line.split()[1].isdigit()}
+    assert jobs["dynamics"] == 4 and jobs["dynamics_table"] == 1, jobs
+    assert ("fusion dynamics --spec '{\"cache_dir\": \"resources\", \"dt_fs\": 0.5, \"n_steps\": "
+            "400, \"n_trajectories\": 2, \"out_dir\": \"results/dynamics/qm9-U0/mace/fusion/"
+            "seed-1\"") in text
+    table_command = "fusion dynamics-table results/dynamics/qm9-U0/mace/baseline/seed-0/"
+    assert table_command + "analysis.json" in text
