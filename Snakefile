@@ -19,6 +19,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/crosscheck.smk"
+include: "workflow/rules/dynamics.smk"
 
 
 # Light rules run where Snakemake runs (the login node under SLURM), not as cluster jobs.
@@ -28,6 +29,7 @@ localrules:
     figures,
     dataset_cards,
     product_benchmark_figure,
+    dynamics_table,
 
 
 rule all:
@@ -35,3 +37,4 @@ rule all:
     input:
         get_final_outputs,
         get_crosscheck_outputs,
+        get_dynamics_targets,
