@@ -233,7 +233,11 @@ def _series(trajectories, initial_state: int = 1) -> dict:
     return series
 
 
-def run_dynamics(spec: DynamicsSpec, log: Callable[[str], None] = print) -> dict:
+def _print_now(message: str) -> None:
+    print(message, flush=True)  # progress reaches a piped log (Snakemake's tee) at once
+
+
+def run_dynamics(spec: DynamicsSpec, log: Callable[[str], None] = _print_now) -> dict:
     """Run the surface-hopping ensemble of ``spec`` and analyse it; returns ``analysis.json``.
 
     Resuming: if ``analysis.json`` in ``out_dir`` records the same spec (the fields in
