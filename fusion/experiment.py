@@ -111,15 +111,11 @@ def _base_metrics(spec: RunSpec, structures) -> dict:
 
 
 def _errors(pred: np.ndarray, true: np.ndarray, n_atoms: np.ndarray, factor: float) -> dict:
-    err = (pred - true) * factor
-    return {
-        "mae": float(np.mean(np.abs(err))),
-        "rmse": float(np.sqrt(np.mean(err**2))),
-        "mae_per_atom": float(np.mean(np.abs(err) / n_atoms)),
-        "forces_mae": None,
-        "forces_rmse": None,
-        "n_structures": int(len(err)),
-    }
+    from fusion.train.metrics import ErrorSums
+
+    sums = ErrorSums()
+    sums.add(pred, true, n_atoms)
+    return sums.errors(factor)
 
 
 def run_composition(spec: RunSpec) -> dict:
@@ -161,9 +157,9 @@ def model_stats(structures, train_idx, r_max: float):
     from fusion.models.registry import ModelStats
 
     elements = tuple(int(z) for z in np.unique(structures.z))
-    e0 = fit_composition(structures, train_idx, elements)
+    e0 = fit_composition(structures, train_idx, elements)  # [Z] or [Z, S]
     residual = structures.y[train_idx] - predict_composition(structures, train_idx, elements, e0)
-    per_atom = residual / structures.n_atoms[train_idx]
+    per_atom = residual / structures.n_atoms[train_idx].reshape((-1,) + (1,) * (e0.ndim - 1))
     if structures.forces is not None:
         # Force datasets: mace_run_train's default "rms_forces_scaling", the RMS of the
         # training forces' components (eV/Å). The per-atom energy std of an MD trajectory
@@ -174,7 +170,7 @@ def model_stats(structures, train_idx, r_max: float):
         scale = float(np.std(per_atom)) or 1.0
     return ModelStats(
         elements=elements,
-        atomic_energies=np.asarray(e0, dtype=np.float64),
+        atomic_energies=np.asarray(e0, dtype=np.float64).T,  # [Z] or [S, Z]
         avg_num_neighbors=float(average_num_neighbors(structures, train_idx, r_max)),
         scale=scale,
         shift=0.0,
@@ -201,7 +197,7 @@ def _write_model_stats(path: Path, stats) -> None:
 
     atomic_write_text(path, json.dumps({
         "elements": [int(z) for z in stats.elements],
-        "atomic_energies": [float(e) for e in stats.atomic_energies],
+        "atomic_energies": np.asarray(stats.atomic_energies, dtype=float).tolist(),
         "avg_num_neighbors": float(stats.avg_num_neighbors),
         "scale": float(stats.scale),
         "shift": float(stats.shift),
@@ -232,6 +228,7 @@ def _run_training(spec: RunSpec, log) -> dict:
     r_max = graph_cutoff(spec.model, spec.variant, spec.hparams)
     stats = model_stats(structures, splits["train"], r_max)
     model = build_model(spec.model, spec.variant, spec.hparams, stats)
+    check_states(spec, structures, model)
     n_params = count_parameters(model)
     log(
         f"{spec.dataset} {spec.model}/{spec.variant} seed {spec.seed}: {n_params:,} parameters, "
@@ -282,6 +279,18 @@ def _run_training(spec: RunSpec, log) -> dict:
         raise RuntimeError(f"non-finite test metrics for {spec.out_dir}: {metrics['test']}")
     write_metrics_json(out / "metrics.json", metrics)
     return metrics
+
+
+def check_states(spec: RunSpec, structures, model) -> None:
+    """The model predicts as many electronic states as the dataset labels, else ValueError."""
+    have, want = int(getattr(model, "n_states", 1)), structures.n_states
+    if have != want:
+        names = ", ".join(structures.meta.get("states", [f"S{i}" for i in range(want)]))
+        raise ValueError(
+            f"{spec.dataset} labels {want} electronic state(s) ({names}) but "
+            f"{spec.model}/{spec.variant} predicts {have}; multi-state datasets need a model "
+            f"with one head per state (mace: hparams n_states: {want}, or leave n_states unset)"
+        )
 
 
 # Keys that do not change what is computed: a checkpoint made under other values is reusable.

@@ -56,6 +56,18 @@ _UNIT_KEY = {
     "forces_mae": "forces",
     "forces_rmse": "forces",
 }
+# Per-state errors of multi-state runs (fusion.train.metrics.ErrorSums): mae_S0, forces_mae_S1,
+# gap_mae_S1 (error of E_S1 - E_S0), ...
+STATE_METRIC = re.compile(r"^(mae|rmse|forces_mae|forces_rmse|gap_mae|gap_rmse)_S(\d+)$")
+
+
+def metric_unit_key(metric: str) -> str:
+    """The ``metrics.json`` ``units`` key of an error metric (``y``, ``y_per_atom``, ``forces``)."""
+    if metric in _UNIT_KEY:
+        return _UNIT_KEY[metric]
+    return "forces" if metric.startswith("forces") else "y"
+
+
 # (split/section, metric, unit) of the cost metrics copied into the summary
 COST_METRICS = (
     ("train", "seconds_per_epoch", "s"),
@@ -172,6 +184,21 @@ def _integer(record: Mapping, key: str, path: Path) -> int:
     return value
 
 
+def _state_metric_order(metric: str) -> tuple:
+    found = STATE_METRIC.match(metric)
+    if not found:
+        return (1, metric)
+    kind, state = found.groups()
+    order = ("mae", "rmse", "forces_mae", "forces_rmse", "gap_mae", "gap_rmse")
+    return (0, int(state), order.index(kind))
+
+
+def state_metrics(columns: Iterable[str], split: str) -> list[str]:
+    """Per-state metric names present as ``<split>_<metric>`` columns, in reading order."""
+    names = [c[len(split) + 1:] for c in columns if c.startswith(f"{split}_")]
+    return sorted((m for m in names if STATE_METRIC.match(m)), key=_state_metric_order)
+
+
 def read_metrics(path: PathArg) -> dict:
     """Read and validate one ``metrics.json``; return one flat record.
 
@@ -220,6 +247,10 @@ def read_metrics(path: PathArg) -> dict:
             else:
                 value = _number(section.get(metric), key, path, True)
             row[f"{split}_{metric}"] = value
+        for metric in sorted(section, key=_state_metric_order):
+            if STATE_METRIC.match(metric):
+                key = f"{split}.{metric}"
+                row[f"{split}_{metric}"] = _number(section[metric], key, path, True)
     for unit_key in ("y", "y_per_atom", "forces"):
         needed = any(
             not math.isnan(row[f"{s}_{m}"])
@@ -328,7 +359,7 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     for rec in df.to_dict("records"):
         base = {k: rec[k] for k in ("dataset", "model", "variant", "seed", "n_params")}
         for split in ERROR_SPLITS:
-            for metric in ERROR_METRICS:
+            for metric in (*ERROR_METRICS, *state_metrics(rec, split)):
                 value = rec.get(f"{split}_{metric}")
                 if value is None or pd.isna(value):
                     continue
@@ -338,7 +369,7 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
                         "split": split,
                         "metric": metric,
                         "value": float(value),
-                        "unit": rec[f"unit_{_UNIT_KEY[metric]}"],
+                        "unit": rec[f"unit_{metric_unit_key(metric)}"],
                     }
                 )
         for section, metric, unit in COST_METRICS:
@@ -352,7 +383,9 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     out["seed"] = out["seed"].astype("int64")
     out["n_params"] = out["n_params"].astype("int64")
     split_rank = {s: i for i, s in enumerate(("test", "val", "train", "inference"))}
-    metric_rank = {m: i for i, m in enumerate(ERROR_METRICS + tuple(c[1] for c in COST_METRICS))}
+    state = sorted({m for m in out["metric"] if STATE_METRIC.match(m)}, key=_state_metric_order)
+    metric_rank = {m: i for i, m in enumerate(ERROR_METRICS + tuple(state)
+                                              + tuple(c[1] for c in COST_METRICS))}
     out = out.sort_values(
         ["dataset", "model", "variant", "seed", "split", "metric"],
         key=lambda col: (

@@ -70,7 +70,8 @@ def element_counts(structures: Structures, indices: np.ndarray | None,
 def fit_composition(structures: Structures, indices: np.ndarray | None,
                     elements: Sequence[int]) -> np.ndarray:
     """Least-squares per-element weights ``[n_elements]`` (internal units per atom),
-    fitted on ``structures.y[indices]`` without intercept; order of ``elements``."""
+    fitted on ``structures.y[indices]`` without intercept; order of ``elements``. With
+    ``S`` states (``y`` [M, S]) one fit per state: ``[n_elements, S]``."""
     counts = element_counts(structures, indices, elements)
     idx = np.arange(len(structures)) if indices is None else np.asarray(indices, dtype=np.int64)
     if counts.shape[0] == 0:
@@ -81,11 +82,12 @@ def fit_composition(structures: Structures, indices: np.ndarray | None,
 
 def predict_composition(structures: Structures, indices: np.ndarray | None,
                         elements: Sequence[int], weights: np.ndarray) -> np.ndarray:
-    """``[K]`` predictions ``counts @ weights`` for structures ``indices`` (internal units)."""
+    """``[K]`` predictions ``counts @ weights`` for structures ``indices`` (internal units);
+    ``[K, S]`` for weights ``[n_elements, S]``."""
     weights = np.asarray(weights, dtype=np.float64)
-    if weights.shape != (len(list(elements)),):
+    if weights.ndim not in (1, 2) or weights.shape[0] != len(list(elements)):
         raise ValueError(f"weights has shape {weights.shape}; expected [n_elements] = "
-                         f"({len(list(elements))},)")
+                         f"({len(list(elements))},) or [n_elements, S]")
     return element_counts(structures, indices, elements) @ weights
 
 

@@ -70,8 +70,9 @@ class Structures:
     - ``pos``: ``[A, 3]`` float64, positions in Å.
     - ``n_atoms``: ``[M]`` int64, atoms per structure (each >= 1).
     - ``y``: ``[M]`` float64, graph-level target in internal units (energies in eV,
-      after atom-reference subtraction where that applies).
-    - ``forces``: ``[A, 3]`` float64 in eV/Å, or ``None``.
+      after atom-reference subtraction where that applies); ``[M, S]`` for ``S``
+      electronic states (energies of S0, S1, ... per structure).
+    - ``forces``: ``[A, 3]`` float64 in eV/Å (``[A, S, 3]`` with ``S`` states), or ``None``.
     - ``meta``: dict with ``target``, ``unit`` (internal), ``report_unit``,
       ``report_factor`` (multiply internal values by it to get reported ones), ``name``.
 
@@ -123,10 +124,15 @@ class Structures:
             fail("z", self.z, f"[A] = ({a},) with A = n_atoms.sum()")
         if self.pos.shape != (a, 3):
             fail("pos", self.pos, f"[A, 3] = ({a}, 3) with A = n_atoms.sum()")
-        if self.y.shape != (m,):
-            fail("y", self.y, f"[M] = ({m},) with M = len(n_atoms)")
-        if self.forces is not None and self.forces.shape != (a, 3):
-            fail("forces", self.forces, f"[A, 3] = ({a}, 3) with A = n_atoms.sum()")
+        if self.y.ndim == 2 and self.y.shape[0] == m and self.y.shape[1] >= 1:
+            s = self.y.shape[1]
+            f_shape, f_text = (a, s, 3), f"[A, S, 3] = ({a}, {s}, 3) with S = y.shape[1] states"
+        elif self.y.shape == (m,):
+            f_shape, f_text = (a, 3), f"[A, 3] = ({a}, 3) with A = n_atoms.sum()"
+        else:
+            fail("y", self.y, f"[M] = ({m},) or [M, S] = ({m}, S) with M = len(n_atoms)")
+        if self.forces is not None and self.forces.shape != f_shape:
+            fail("forces", self.forces, f_text)
         if a and self.z.min() < 1:
             bad = int(np.argmin(self.z))
             raise ValueError(f"Structures.z[{bad}] = {int(self.z[bad])}; expected Z >= 1")
@@ -152,6 +158,11 @@ class Structures:
     def n_structures(self) -> int:
         """Number of structures ``M``."""
         return len(self)
+
+    @property
+    def n_states(self) -> int:
+        """Electronic states ``S`` labelled per structure (1 when ``y`` is ``[M]``)."""
+        return 1 if self.y.ndim == 1 else int(self.y.shape[1])
 
     @property
     def n_atoms_total(self) -> int:

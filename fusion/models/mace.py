@@ -14,8 +14,10 @@ fall back to e3nn).
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 
+import numpy as np
 import torch
 from e3nn import o3
 from torch import nn
@@ -96,6 +98,8 @@ def build_mace_module(hparams: dict, stats: ModelStats) -> nn.Module:
 class MaceEnergyModel(nn.Module):
     """Adapts a mace-torch model to the suite's ``forward(batch, compute_forces)``."""
 
+    n_states = 1
+
     def __init__(self, mace_model: nn.Module):
         super().__init__()
         self.mace = mace_model
@@ -106,6 +110,115 @@ class MaceEnergyModel(nn.Module):
             "energy": out["energy"],  # [B], eV
             "forces": out["forces"] if compute_forces else None,  # [A, 3], eV/Å
         }
+
+
+def pop_n_states(hparams: dict, stats: ModelStats | None = None) -> int:
+    """Remove and check ``hparams["n_states"]``: electronic states, one energy head each.
+
+    ``None`` or absent: as many as the training data labels (the rows of
+    ``stats.atomic_energies`` [S, Z]; 1 for [Z] or without ``stats``).
+    """
+    n_states = hparams.pop("n_states", None)
+    if n_states is None:
+        e0 = None if stats is None else np.asarray(stats.atomic_energies)
+        return int(e0.shape[0]) if e0 is not None and e0.ndim == 2 else 1
+    if not isinstance(n_states, int) or isinstance(n_states, bool) or n_states < 1:
+        raise ValueError(
+            f"MACE hyperparameter n_states (electronic states, one energy head each) must be "
+            f"a positive integer or null (= the dataset's), got {n_states!r}"
+        )
+    return n_states
+
+
+def _fresh_copy(readout: nn.Module) -> nn.Module:
+    """``readout`` with newly drawn weights, initialised as e3nn's Linear (weights N(0, 1),
+    biases 0), so the heads of different states do not start identical."""
+    head = copy.deepcopy(readout)
+    with torch.no_grad():
+        for name, param in head.named_parameters():
+            if name.rsplit(".", 1)[-1].startswith("bias"):
+                param.zero_()
+            else:
+                param.normal_()
+    return head
+
+
+class MaceStates(nn.Module):
+    """One mace-torch trunk, one energy head per electronic state (S0, S1, ...).
+
+    The trunk (embeddings, interactions, products: node features ``h^t``) is shared; state
+    ``s`` has its own readout stack (a copy of mace's per-layer readouts, freshly initialised)
+    and its own composition energies (``stats.atomic_energies[s]``). With ``n_states = 1`` the
+    numbers are exactly mace's (tested). ``forward`` follows ``ScaleShiftMACE.forward``
+    (mace-torch 0.3.16) and returns ``energy`` [B, S] (eV) and ``forces`` [A, S, 3] (eV/Å,
+    ``-dE_s/dx`` for every state, one backward pass each).
+    """
+
+    def __init__(self, mace_model: nn.Module, n_states: int):
+        super().__init__()
+        for name in ("pair_repulsion", "joint_embedding"):
+            if hasattr(mace_model, name):
+                raise ValueError(f"MaceStates does not support mace's {name}")
+        e0 = torch.atleast_2d(mace_model.atomic_energies_fn.atomic_energies)  # [S or 1, Z]
+        if e0.shape[0] not in (1, n_states):
+            raise ValueError(
+                f"atomic energies for {e0.shape[0]} states, but the model has n_states={n_states}"
+            )
+        self.n_states = int(n_states)
+        self.mace = mace_model
+        self.register_buffer("state_e0", e0.expand(n_states, -1).clone())  # [S, n_elements]
+        # heads[0] is mace's own readouts: n_states=1 reproduces mace exactly.
+        self.extra_heads = nn.ModuleList(
+            nn.ModuleList(_fresh_copy(r) for r in mace_model.readouts) for _ in range(n_states - 1)
+        )
+
+    def heads(self) -> list[nn.ModuleList]:
+        return [self.mace.readouts, *self.extra_heads]
+
+    def forward(self, batch: dict[str, torch.Tensor], compute_forces: bool = False) -> dict:
+        from mace.modules.utils import prepare_graph
+        from mace.tools.scatter import scatter_sum
+
+        m = self.mace
+        ctx = prepare_graph(batch)
+        positions, vectors, lengths = ctx.positions, ctx.vectors, ctx.lengths
+        node_attrs, edge_index, graph = batch["node_attrs"], batch["edge_index"], batch["batch"]
+        e0 = scatter_sum(node_attrs @ self.state_e0.T.to(node_attrs.dtype), graph, dim=0,
+                         dim_size=ctx.num_graphs)  # [B, S]
+        node_feats = m.node_embedding(node_attrs)
+        edge_attrs = m.spherical_harmonics(vectors)
+        edge_feats, cutoff = m.radial_embedding(lengths, node_attrs, edge_index, m.atomic_numbers)
+        feats = []
+        for i, (interaction, product) in enumerate(zip(m.interactions, m.products)):
+            A, sc = interaction(node_attrs=node_attrs, node_feats=node_feats,
+                                edge_attrs=edge_attrs, edge_feats=edge_feats,
+                                edge_index=edge_index, cutoff=cutoff, first_layer=(i == 0))
+            node_feats = product(node_feats=A, sc=sc, node_attrs=node_attrs)
+            feats.append(node_feats)  # [A, irreps of layer i]
+        zero_head = torch.zeros(node_attrs.shape[0], dtype=torch.int64, device=vectors.device)
+        node_es = []
+        for readouts in self.heads():
+            per_layer = [r(feats[-1 if len(readouts) == 1 else i], zero_head)[:, 0]
+                         for i, r in enumerate(readouts)]  # each [A]
+            node_es.append(m.scale_shift(torch.stack(per_layer).sum(0), zero_head))
+        node_es = torch.stack(node_es, dim=-1)  # [A, S]
+        inter_e = scatter_sum(node_es, graph, dim=0, dim_size=ctx.num_graphs)  # [B, S]
+        energy = e0.to(vectors.dtype) + inter_e  # [B, S]
+        forces = None
+        if compute_forces:
+            grads = []
+            for s in range(self.n_states):
+                (g,) = torch.autograd.grad(
+                    inter_e[:, s].sum(), positions, create_graph=self.training,
+                    retain_graph=self.training or s < self.n_states - 1, allow_unused=True)
+                grads.append(torch.zeros_like(positions) if g is None else -g)
+            forces = torch.stack(grads, dim=1)  # [A, S, 3]
+        return {"energy": energy, "forces": forces}
+
+
+def energy_model(mace_model: nn.Module, n_states: int) -> nn.Module:
+    """The suite's model around a mace-torch module: one state or :class:`MaceStates`."""
+    return MaceEnergyModel(mace_model) if n_states == 1 else MaceStates(mace_model, n_states)
 
 
 CUEQ_PACKAGES = ("cuequivariance", "cuequivariance_torch")
@@ -148,16 +261,22 @@ def convert_to_cueq(mace_model: nn.Module) -> nn.Module:
 def build_mace_baseline(hparams: dict, stats: ModelStats) -> nn.Module:
     """mace-torch's MACE exactly as ``mace_run_train`` would build it.
 
-    ``hparams`` may also hold ``enable_cueq`` (bool, default false): convert the model to
-    cuEquivariance kernels (CUDA only, see :func:`convert_to_cueq`).
+    ``hparams`` may also hold ``n_states`` (int; default: the states the dataset labels;
+    > 1: one head per electronic state on a shared trunk, :class:`MaceStates`) and
+    ``enable_cueq`` (bool, default false): convert the model to cuEquivariance kernels (CUDA
+    only, see :func:`convert_to_cueq`).
     """
     hparams = dict(hparams)
+    n_states = pop_n_states(hparams, stats)
     enable_cueq = hparams.pop("enable_cueq", False)
     if not isinstance(enable_cueq, bool):
         raise ValueError(
             f"MACE hyperparameter enable_cueq: expected true or false, got {enable_cueq!r}"
         )
+    if enable_cueq and n_states > 1:
+        raise ValueError("MACE hyperparameters enable_cueq=true and n_states > 1 cannot be "
+                         "combined (the multi-state heads run on e3nn)")
     mace_model = build_mace_module(mace_hparams(hparams), stats)
     if enable_cueq:
         mace_model = convert_to_cueq(mace_model)
-    return MaceEnergyModel(mace_model)
+    return energy_model(mace_model, n_states)

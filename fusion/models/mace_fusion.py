@@ -52,10 +52,11 @@ from fusion.diagrams import FusionDiagram, FusionTree
 from fusion.diagrams.symmetric import coupling_irreps
 from fusion.models.mace import (
     MACE_DEFAULTS,
-    MaceEnergyModel,
     build_mace_module,
+    energy_model,
     hidden_irreps,
     mace_hparams,
+    pop_n_states,
 )
 from fusion.models.registry import ModelStats, count_parameters, register
 
@@ -96,6 +97,9 @@ VARIANTS: dict[str, VariantSpec] = {
 FUSION_DEFAULTS: dict = {
     # Force the channel count (None: the largest with params <= baseline, see choose_width).
     "fusion_num_channels": None,
+    # Electronic states, one readout stack each on the shared trunk (see mace.MaceStates);
+    # None: as many as the dataset labels.
+    "n_states": None,
 }
 
 # Extra keys of mace/fusion-3body: the 3-body FusionBlock of every layer.
@@ -133,7 +137,8 @@ def _is_int(value, minimum: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
-def split_hparams(variant: str, hparams: dict) -> tuple[dict, dict]:
+def split_hparams(variant: str, hparams: dict, stats: ModelStats | None = None
+                  ) -> tuple[dict, dict]:
     """``hparams`` -> (MACE hyperparameters merged with defaults, fusion keys merged with
     defaults). Unknown keys raise ``ValueError`` listing the valid keys of ``mace/variant``."""
     fdefaults = _fusion_defaults(variant)
@@ -145,6 +150,9 @@ def split_hparams(variant: str, hparams: dict) -> tuple[dict, dict]:
         )
     mace_hp = mace_hparams({k: v for k, v in hparams.items() if k in MACE_DEFAULTS})
     fhp = {**fdefaults, **{k: v for k, v in hparams.items() if k in fdefaults}}
+    fhp["n_states"] = pop_n_states({"n_states": fhp["n_states"]}, stats)
+    if fhp["n_states"] > 1 and VARIANTS[variant].three_body:
+        raise ValueError(f"mace/{variant} supports one electronic state only (n_states: 1)")
     C = fhp["fusion_num_channels"]
     if C is not None and not _is_int(C, 1):
         raise ValueError(f"fusion_num_channels must be a positive integer or null, got {C!r}")
@@ -318,8 +326,10 @@ def _predictable(hp: dict) -> bool:
     )
 
 
-def _predict(variant: str, mace_hp: dict, fhp: dict, n_elements: int, C: int) -> int:
-    """Closed-form trainable parameter count of ``mace/variant`` at width ``C``."""
+def _predict(variant: str, mace_hp: dict, fhp: dict, n_elements: int, C: int,
+             n_states: int = 1) -> int:
+    """Closed-form trainable parameter count of ``mace/variant`` at width ``C`` with one
+    readout stack per electronic state."""
     hp = {**mace_hp, "num_channels": C}
     layers = _mace_layers(hp, C)
     kind = "mace" if variant == "baseline" else VARIANTS[variant].weights
@@ -327,7 +337,7 @@ def _predict(variant: str, mace_hp: dict, fhp: dict, n_elements: int, C: int) ->
     for layer in layers:
         n += _n_interaction(layer, hp, n_elements)
         n += _n_product(layer, hp, n_elements, kind)
-        n += _n_readout(layer, hp)
+        n += n_states * _n_readout(layer, hp)
     if variant != "baseline" and VARIANTS[variant].three_body:
         tb = _three_body_settings(mace_hp, fhp)
         n += sum(_n_three_body(layer, hp, n_elements, tb) for layer in layers)
@@ -337,17 +347,20 @@ def _predict(variant: str, mace_hp: dict, fhp: dict, n_elements: int, C: int) ->
 def _count(variant: str, mace_hp: dict, fhp: dict, stats: ModelStats, C: int) -> int:
     """Parameter count at width C: closed form when the structure is known, else by building."""
     if _predictable(mace_hp):
-        return _predict(variant, mace_hp, fhp, len(stats.elements), C)
+        return _predict(variant, mace_hp, fhp, len(stats.elements), C, fhp.get("n_states", 1))
     if variant == "baseline":
-        return count_parameters(build_mace_module({**mace_hp, "num_channels": C}, stats))
+        module = build_mace_module({**mace_hp, "num_channels": C}, stats)
+        return count_parameters(energy_model(module, fhp.get("n_states", 1)))
     return count_parameters(_build(variant, mace_hp, fhp, stats, C))
 
 
 def param_count(variant: str, hparams: dict, stats: ModelStats, num_channels: int) -> int:
     """Trainable parameters of ``mace/variant`` (``"baseline"`` too) at ``num_channels``."""
     if variant == "baseline":
-        return _count("baseline", mace_hparams(hparams), {}, stats, int(num_channels))
-    mace_hp, fhp = split_hparams(variant, hparams)
+        hparams = dict(hparams)
+        fhp = {"n_states": pop_n_states(hparams, stats)}
+        return _count("baseline", mace_hparams(hparams), fhp, stats, int(num_channels))
+    mace_hp, fhp = split_hparams(variant, hparams, stats)
     return _count(variant, mace_hp, fhp, stats, int(num_channels))
 
 
@@ -360,7 +373,7 @@ def choose_width(variant: str, hparams: dict, stats: ModelStats) -> tuple[int, i
     doubling + bisection search over closed-form counts (microseconds each once the path
     bases are cached).
     """
-    mace_hp, fhp = split_hparams(variant, hparams)
+    mace_hp, fhp = split_hparams(variant, hparams, stats)
     C0 = int(mace_hp["num_channels"])
     budget = _count("baseline", mace_hp, fhp, stats, C0)
 
@@ -524,7 +537,7 @@ def _build(variant: str, mace_hp: dict, fhp: dict, stats: ModelStats, C: int) ->
         return MaceFusion3Body(
             mace, _three_body_blocks({**mace_hp, "num_channels": C}, fhp, stats, C)
         )
-    return MaceEnergyModel(mace)
+    return energy_model(mace, fhp["n_states"])
 
 
 def build_variant(variant: str, hparams: dict, stats: ModelStats) -> nn.Module:
@@ -532,7 +545,7 @@ def build_variant(variant: str, hparams: dict, stats: ModelStats) -> nn.Module:
     ``fusion_num_channels`` is given. Sets ``model.fusion_info`` (JSON-serialisable):
     ``num_channels``, ``n_params``, ``n_params_baseline``, ``num_channels_baseline``,
     ``width`` (``"auto"`` or ``"fixed"``)."""
-    mace_hp, fhp = split_hparams(variant, hparams)
+    mace_hp, fhp = split_hparams(variant, hparams, stats)
     C0 = int(mace_hp["num_channels"])
     if fhp["fusion_num_channels"] is None:
         C, n_pred, n_base = choose_width(variant, hparams, stats)

@@ -427,13 +427,16 @@ def evaluate(
     ``forces_mae``/``forces_rmse`` (per Cartesian component; None without forces),
     ``n_structures`` and ``seconds`` (wall time of the pass). Forces are computed (with
     autograd) only when the batches contain ``"forces"``; otherwise no graph is built.
+
+    Multi-state targets (``y`` [B, S], forces [A, S, 3]): the errors above pool all states,
+    and :func:`fusion.train.metrics.state_errors` adds per-state and gap keys.
     """
+    from fusion.train.metrics import ErrorSums
+
     device = torch.device(device)
     was_training = model.training
     model.eval()
-    abs_sum = sq_sum = per_atom_sum = 0.0
-    f_abs_sum = f_sq_sum = 0.0
-    n = n_f = 0
+    sums = ErrorSums()
     _sync(device)
     t0 = time.perf_counter()
     try:
@@ -442,33 +445,21 @@ def evaluate(
             need_f = batch.get("forces") is not None
             with torch.set_grad_enabled(need_f):
                 out = model(batch, compute_forces=need_f)
-            err = out["energy"].detach().to(torch.float64) - batch["y"].to(torch.float64)
-            abs_err = err.abs()
-            abs_sum += float(abs_err.sum())
-            sq_sum += float((err * err).sum())
-            per_atom_sum += float((abs_err / _n_atoms(batch).to(torch.float64)).sum())
-            n += int(err.numel())
-            if need_f and out.get("forces") is not None:
-                f_err = out["forces"].detach().to(torch.float64) - batch["forces"].to(torch.float64)
-                f_abs_sum += float(f_err.abs().sum())
-                f_sq_sum += float((f_err * f_err).sum())
-                n_f += int(f_err.numel())
+            pred_f = out.get("forces") if need_f else None
+            sums.add(
+                out["energy"].detach().to(torch.float64).cpu().numpy(),
+                batch["y"].to(torch.float64).cpu().numpy(),
+                _n_atoms(batch).cpu().numpy(),
+                None if pred_f is None else pred_f.detach().to(torch.float64).cpu().numpy(),
+                None if pred_f is None else batch["forces"].to(torch.float64).cpu().numpy(),
+            )
         _sync(device)
     finally:
         model.train(was_training)
     seconds = time.perf_counter() - t0
-    if n == 0:
+    if sums.n == 0:
         raise ValueError("evaluation loader yielded no structures")
-    k = float(report_factor)
-    return {
-        "mae": abs_sum / n * k,
-        "rmse": math.sqrt(sq_sum / n) * k,
-        "mae_per_atom": per_atom_sum / n * k,
-        "forces_mae": f_abs_sum / n_f * k if n_f else None,
-        "forces_rmse": math.sqrt(f_sq_sum / n_f) * k if n_f else None,
-        "n_structures": n,
-        "seconds": seconds,
-    }
+    return {**sums.errors(report_factor), "seconds": seconds}
 
 
 def _units(report_units: str | dict | None) -> dict:

@@ -105,3 +105,35 @@ def test_provenance_fields():
     assert p["finished"] > p["started"]
     default = provenance()
     assert default["started"] <= default["finished"]
+
+
+def test_error_sums_pool_states_and_report_each_state_and_gap():
+    import numpy as np
+
+    from fusion.train.metrics import ErrorSums
+
+    sums = ErrorSums()
+    # two batches, 3 structures, 2 states; errors [[1, 2], [-1, 0], [2, 5]] eV
+    true = np.array([[0.0, 10.0], [0.0, 10.0], [0.0, 10.0]])
+    pred = true + np.array([[1.0, 2.0], [-1.0, 0.0], [2.0, 5.0]])
+    n_atoms = np.array([1, 2, 4])
+    f_true = np.zeros((7, 2, 3))
+    f_pred = f_true.copy()
+    f_pred[:, 1, :] = 0.5  # state 1 off by 0.5 eV/Å everywhere
+    sums.add(pred[:2], true[:2], n_atoms[:2], f_pred[:3], f_true[:3])
+    sums.add(pred[2:], true[2:], n_atoms[2:], f_pred[3:], f_true[3:])
+    e = sums.errors(1000.0)
+    assert e["n_structures"] == 3
+    assert e["mae"] == pytest.approx(1000 * 11 / 6)
+    assert e["mae_S0"] == pytest.approx(1000 * 4 / 3)
+    assert e["mae_S1"] == pytest.approx(1000 * 7 / 3)
+    assert e["rmse_S1"] == pytest.approx(1000 * np.sqrt(29 / 3))
+    assert e["gap_mae_S1"] == pytest.approx(1000 * (1 + 1 + 3) / 3)  # |e1 - e0|
+    assert e["mae_per_atom"] == pytest.approx(1000 * (3 / 1 + 1 / 2 + 7 / 4) / 6)
+    assert e["forces_mae_S0"] == 0.0
+    assert e["forces_mae_S1"] == pytest.approx(500.0)
+    assert e["forces_mae"] == pytest.approx(250.0)
+    single = ErrorSums()
+    single.add(pred[:, 0], true[:, 0], n_atoms)
+    assert set(single.errors(1.0)) == {"mae", "rmse", "mae_per_atom", "forces_mae",
+                                       "forces_rmse", "n_structures"}
