@@ -30,6 +30,7 @@ localrules:
     dataset_cards,
     product_benchmark_figure,
     dynamics_table,
+    states_table,
 
 
 rule all:

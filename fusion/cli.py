@@ -7,6 +7,7 @@
     fusion params --model mace --variant baseline [--hparams JSON]
     fusion cards qm9-U0 --out results/tables/dataset_cards.md
     fusion aggregate METRICS... --out-dir results/tables
+    fusion states-table --summary results/tables/summary.csv --out-dir results/tables
     fusion figures --summary results/tables/summary.csv --logs LOGS... --out-dir results/figures
     fusion figures --kernels results/benchmarks/product.csv --out-dir results/figures
     fusion dynamics --spec JSON|@file    # stilbene surface hopping with a multi-state run
@@ -110,6 +111,13 @@ def _cmd_aggregate(args) -> None:
     main_aggregate(args.metrics, args.out_dir, model_pages=args.model_pages)
 
 
+def _cmd_states_table(args) -> None:
+    from fusion.analysis.states import main_states
+
+    for path in main_states(args.summary, args.out_dir).values():
+        print(f"wrote {path}")
+
+
 def _cmd_figures(args) -> None:
     from fusion.analysis.figures import main_figures
 
@@ -209,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--model-pages", nargs="*", default=[], help="models that get a models/<model>.html page"
     )
     p.set_defaults(func=_cmd_aggregate)
+
+    p = sub.add_parser("states-table", help="summary.csv -> per-state errors (states.csv/md/html)")
+    p.add_argument("--summary", required=True, help="summary.csv written by fusion aggregate")
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=_cmd_states_table)
 
     p = sub.add_parser("figures", help="summary table, logs and benchmark CSVs -> figures")
     p.add_argument("--summary", help="summary.csv (leave out to draw only --kernels)")

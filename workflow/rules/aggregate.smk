@@ -63,3 +63,24 @@ rule aggregate:
     shell:
         "fusion aggregate {input} --out-dir results/tables --model-pages {params.models} "
         "2>&1 | tee {log}"
+
+
+# Per-state errors (S0, S1, S1 - S0 gap) of multi-state datasets such as stilbene-tddft.
+rule states_table:
+    input:
+        "results/tables/summary.csv",
+    output:
+        table=report(
+            "results/tables/states.html",
+            caption="../report/states.rst",
+            category="5 Dynamics",
+            labels={"table": "per-state errors", "format": "HTML"},
+        ),
+        csv="results/tables/states.csv",
+        md="results/tables/states.md",
+    log:
+        "results/logs/states_table.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "fusion states-table --summary {input} --out-dir results/tables 2>&1 | tee {log}"

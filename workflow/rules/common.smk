@@ -5,7 +5,12 @@ import re
 from pathlib import Path
 
 from fusion.data.qm9xtb import N_SHARDS as QM9XTB_SHARDS
-from fusion.data.registry import dataset_cache_path, dataset_keys, family_inputs
+from fusion.data.registry import (
+    dataset_cache_path,
+    dataset_card,
+    dataset_keys,
+    family_inputs,
+)
 from fusion.models.registry import model_names
 
 
@@ -90,8 +95,8 @@ def dataset_setting(dataset, key, default=None, model=None):
     """Config value `key` for a run on `dataset` (of `model`, when given).
 
     Layers, later ones winning: the global value, `model_overrides[model]`,
-    `dataset_overrides[dataset]`. `models` is replaced; `split`, `training` and `hparams`
-    (per model/variant) are merged key by key; scalars are replaced.
+    `dataset_overrides[dataset]`. `models` and `seeds` are replaced; `split`, `training`
+    and `hparams` (per model/variant) are merged key by key; scalars are replaced.
     """
     value = config.get(key, default)
     layers = [
@@ -111,7 +116,7 @@ def grid():
         for d in config["datasets"]
         for m, variants in dataset_setting(d, "models").items()
         for v in variants
-        for s in config["seeds"]
+        for s in dataset_setting(d, "seeds")
     ]
     if config.get("composition", True):
         runs += [(d, "composition", "baseline", 0) for d in config["datasets"]]
@@ -169,6 +174,11 @@ def get_run_spec(wildcards):
     return json.dumps(spec, sort_keys=True)
 
 
+def multi_state_datasets():
+    """Configured datasets labelled with several electronic states (card key "states")."""
+    return [d for d in config["datasets"] if len(dataset_card(d).get("states", [])) > 1]
+
+
 def get_final_outputs(wildcards=None):
     outputs = [
         "results/tables/summary.csv",
@@ -178,6 +188,8 @@ def get_final_outputs(wildcards=None):
         "results/figures/error_vs_params.png",
         "results/figures/learning_curves.png",
     ]
+    if multi_state_datasets():
+        outputs.append("results/tables/states.md")
     # The kernel benchmark is run by benchmarks/bench_product.py and committed, not rerun.
     if os.path.exists("results/benchmarks/product.png"):
         outputs.append("results/figures/product_speedup.png")
