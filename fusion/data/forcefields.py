@@ -19,6 +19,9 @@ md17-<mol>   sgdml.org / quantum-machine  ``RandomState(0)`` permutation: 950 / 
                                           named by the key (300K, 600K, 1200K, dih_beta*)
 xxmd-<mol>-  github zpengmei/xxMD         the ``<code>_{train,val,test}_<state>.xyz`` files
 <state>      (CASSCF s0/s1/s2, DFT uks)
+xxmd-<mol>   the s0, s1, s2 caches above   as the per-state files; ``y`` [M, 3] and forces
+             joined frame by frame          [A, 3, 3] (S0, S1, S2), ``meta["states"]``;
+                                          stilbene: ``meta["torsion"]`` (degrees)
 ============ ============================ ===================================================
 
 Bad input (checked before any cache is written, so nothing else is lost): mismatched
@@ -70,6 +73,11 @@ __all__ = [
     "load_3bpa",
     "prepare_xxmd",
     "load_xxmd",
+    "XXMD_CASSCF_STATES",
+    "XXMD_SAME_FRAME_TOL",
+    "xxmd_state_caches",
+    "prepare_xxmd_states",
+    "load_xxmd_states",
 ]
 
 #: kcal/mol -> eV (1 kcal = 4184 J; N_A and e from CODATA 2018), as ASE's units.
@@ -383,6 +391,17 @@ def load_3bpa(test_set: str, cache_dir: str | os.PathLike = "resources",
 
 
 # ---------------------------------------------------------------------- xxMD
+#: SA-CASSCF states of every xxMD molecule; the multi-state datasets ``xxmd-<molecule>``
+#: label all of them (names in ``meta["states"]``: S0, S1, S2).
+XXMD_CASSCF_STATES = ("s0", "s1", "s2")
+#: Å: an atom of one frame may sit this far apart in two state files and still be the same.
+XXMD_SAME_FRAME_TOL = 1e-6
+# stilbene's central torsion on a bond graph without bond orders (rdkit connectivity from
+# distances): ring carbon, the two chain carbons, ring carbon.
+_STILBENE_GRAPH_TORSION_SMARTS = "[#6;R]~[#6;!R]~[#6;!R]~[#6;R]"
+_TORSION_SEARCH_FRAMES = 20  # frames tried in turn until one's bond graph shows the torsion
+
+
 def _xxmd_files(molecule: str, state: str) -> dict[str, str]:
     code = _lookup(molecule, XXMD_MOLECULES, "xxMD")
     if state not in XXMD_STATES:
@@ -391,34 +410,70 @@ def _xxmd_files(molecule: str, state: str) -> dict[str, str]:
                                                                              "test")}
 
 
+def _xxmd_state_zip(molecule: str, state: str) -> str:
+    """The per-state zip inside the repository archive: ``sti_s0.zip`` (CASSCF, under
+    ``xxMD-CASSCF/sti/s0/``) or ``sti.zip`` (DFT, under ``xxMD-DFT/sti/``)."""
+    code = XXMD_MOLECULES[molecule]
+    return f"{code}.zip" if state == "dft" else f"{code}_{XXMD_STATES[state]}.zip"
+
+
+def _xxmd_members(zf: zipfile.ZipFile, archive: Path, folder: str, files: dict[str, str],
+                  state_zip: str) -> dict[str, tuple[str, bytes]]:
+    """``split -> (source name, bytes)`` of the xyz ``files`` under ``folder``: members of the
+    archive itself (an unpacked layout) or of the per-state zip ``state_zip`` in it (the
+    GitHub archive's layout: ``xxMD-CASSCF/sti/s0/sti_s0.zip`` holding the three files)."""
+    found: dict[str, tuple[str, bytes]] = {}
+
+    def take(names: list[str], read, prefix: str) -> None:
+        for name in names:
+            for split, fname in files.items():
+                if split not in found and os.path.basename(name) == fname:
+                    found[split] = (f"{prefix}{name}", read(name))
+
+    under = [i.filename for i in zf.infolist() if f"/{folder}/" in f"/{i.filename}"]
+    take(under, zf.read, f"{archive}:")
+    for name in under:
+        if len(found) == len(files) or os.path.basename(name) != state_zip:
+            continue
+        source = f"{archive}:{name}"
+        try:
+            with zipfile.ZipFile(io.BytesIO(zf.read(name))) as inner:
+                take([i.filename for i in inner.infolist()], inner.read, f"{source}:")
+        except zipfile.BadZipFile as err:
+            raise ValueError(f"{source}: not a readable zip archive ({err}); the download is "
+                             "truncated or corrupt: delete it and download it again") from err
+    missing = [files[split] for split in files if split not in found]
+    if missing:
+        raise ValueError(f"{archive}: no {folder}/.../{missing[0]} in the archive, neither as a "
+                         f"member nor inside {folder}/.../{state_zip}")
+    return found
+
+
 def prepare_xxmd(molecule: str, state: str, cache_dir: str | os.PathLike = "resources",
                  opener=None) -> Path:
     """Convert ``<code>_{train,val,test}_<state>.xyz`` from the xxMD repository archive
-    (CASSCF states under ``xxMD-CASSCF/``, DFT ``uks`` files under ``xxMD-DFT/``)."""
+    (CASSCF states in ``xxMD-CASSCF/<code>/<state>/<code>_<state>.zip``, DFT ``uks`` files in
+    ``xxMD-DFT/<code>/<code>.zip``; an archive with these zips unpacked is read as well)."""
     files = _xxmd_files(molecule, state)
     archive = fetch(XXMD_ARCHIVE, cache_dir, opener=opener)
     family = f"xxmd-{molecule}-{state}"
     folder = "xxMD-DFT" if state == "dft" else "xxMD-CASSCF"
     try:
         with zipfile.ZipFile(archive) as zf:
-            names = {}
-            for info in zf.infolist():
-                base = os.path.basename(info.filename)
-                for split, fname in files.items():
-                    if base == fname and f"/{folder}/" in f"/{info.filename}":
-                        names[split] = info.filename
-            missing = sorted(set(files) - set(names))
-            if missing:
-                raise ValueError(f"{archive}: no {folder}/.../{files[missing[0]]} in the "
-                                 "archive")
-            parts = [(split, _frames_of_xyz(zf.read(names[split]), f"{archive}:{names[split]}"))
-                     for split in ("train", "val", "test")]
+            members = _xxmd_members(zf, archive, folder, files, _xxmd_state_zip(molecule, state))
     except zipfile.BadZipFile as err:
         raise ValueError(f"{archive}: not a readable zip archive ({err}); it is truncated or "
                          "corrupt: delete it and download it again") from err
+    parts = [(split, _frames_of_xyz(members[split][1], members[split][0]))
+             for split in ("train", "val", "test")]
     path = family_cache_path(family, cache_dir)
     save_npz_atomic(path, _concat(parts), CACHE_FORMAT_VERSION)
     return path
+
+
+def _file_splits(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The split of the file names: frame indices of each ``subset`` (train, val, test)."""
+    return {name: np.flatnonzero(raw["subset"] == name) for name in ("train", "val", "test")}
 
 
 def load_xxmd(molecule: str, state: str, cache_dir: str | os.PathLike = "resources",
@@ -432,9 +487,190 @@ def load_xxmd(molecule: str, state: str, cache_dir: str | os.PathLike = "resourc
     if not path.exists():
         prepare_xxmd(molecule, state, cache_dir, opener)
     raw = _load_frames(path)
-    s = raw["subset"]
-    stored = {name: np.flatnonzero(s == name) for name in ("train", "val", "test")}
-    return _structures(raw, family), take_splits(stored, n_train, n_val, n_test, where=family)
+    return _structures(raw, family), take_splits(_file_splits(raw), n_train, n_val, n_test,
+                                                 where=family)
+
+
+# ---------------------------------------------------------------------- xxMD, all states
+def xxmd_state_caches(molecule: str, cache_dir: str | os.PathLike = "resources") -> list[Path]:
+    """The per-state caches (``xxmd-<molecule>-s0/s1/s2``) the multi-state cache is built from."""
+    _lookup(molecule, XXMD_MOLECULES, "xxMD")
+    return [family_cache_path(f"xxmd-{molecule}-{state}", cache_dir)
+            for state in XXMD_CASSCF_STATES]
+
+
+def _first_frame_difference(ref: dict[str, np.ndarray], raw: dict[str, np.ndarray],
+                            ref_files: dict[str, str],
+                            files: dict[str, str]) -> tuple[str, str] | None:
+    """``(split, what differs)`` for the first way the frames of ``raw`` differ from those
+    of ``ref`` (per-split counts, atom counts, atomic numbers, positions beyond
+    :data:`XXMD_SAME_FRAME_TOL` Å), or ``None``. Frames are named 0-based in their file."""
+    for split in ("train", "val", "test"):
+        n_ref, n = (int((r["subset"] == split).sum()) for r in (ref, raw))
+        if n_ref != n:
+            return split, f"{ref_files[split]} holds {n_ref} frames, {files[split]} holds {n}"
+    offsets = np.concatenate([[0], np.cumsum(ref["n_atoms"])])  # [M + 1]
+    first_of = {name: int(idx[0]) if idx.size else 0 for name, idx in _file_splits(ref).items()}
+
+    def in_file(frame: int) -> tuple[str, int]:
+        split = str(ref["subset"][frame])
+        return split, frame - first_of[split]
+
+    bad = np.flatnonzero(ref["n_atoms"] != raw["n_atoms"])
+    if bad.size:
+        split, i = in_file(int(bad[0]))
+        return split, (f"frame {i} has {int(ref['n_atoms'][bad[0]])} atoms in "
+                       f"{ref_files[split]}, {int(raw['n_atoms'][bad[0]])} in {files[split]}")
+    bad = np.flatnonzero(ref["z"] != raw["z"])
+    if bad.size:
+        atom = int(bad[0])
+        frame = int(np.searchsorted(offsets, atom, side="right")) - 1
+        split, i = in_file(frame)
+        return split, (f"{ref_files[split]} and {files[split]} differ first at frame {i}: atom "
+                       f"{atom - int(offsets[frame])} is Z={int(ref['z'][atom])} in one and "
+                       f"Z={int(raw['z'][atom])} in the other")
+    apart = np.linalg.norm(ref["pos"] - raw["pos"], axis=1)  # [A] Å
+    frame_apart = np.maximum.reduceat(apart, offsets[:-1])  # [M] Å, worst atom per frame
+    bad = np.flatnonzero(frame_apart > XXMD_SAME_FRAME_TOL)
+    if bad.size:
+        split, i = in_file(int(bad[0]))
+        worst_split, worst_i = in_file(int(np.argmax(frame_apart)))
+        return split, (f"{ref_files[split]} and {files[split]} differ first at frame {i} (an "
+                       f"atom {frame_apart[bad[0]]:.3g} Å apart); largest position difference "
+                       f"{frame_apart.max():.3g} Å (frame {worst_i} of {files[worst_split]})")
+    return None
+
+
+def _check_same_frames(molecule: str,
+                       per_state: list[tuple[str, Path, dict[str, np.ndarray]]]) -> None:
+    """Raise ``ValueError`` unless every state's frames are the first state's (see
+    :func:`_first_frame_difference`), naming both xyz files, the first differing frame and
+    the largest position difference, and the caches compared."""
+    ref_state, ref_path, ref = per_state[0]
+    ref_files = _xxmd_files(molecule, ref_state)
+    for state, path, raw in per_state[1:]:
+        files = _xxmd_files(molecule, state)
+        difference = _first_frame_difference(ref, raw, ref_files, files)
+        if difference is not None:
+            split, what = difference
+            raise ValueError(
+                f"xxmd-{molecule}: the CASSCF state files do not hold the same frames: {what}; "
+                f"expected the same frames in the same order in {ref_files[split]} and "
+                f"{files[split]} (same atomic numbers, positions equal to "
+                f"{XXMD_SAME_FRAME_TOL:g} Å). Compared caches {ref_path} and {path} (built "
+                f"from {XXMD_ARCHIVE.name})")
+
+
+def _stilbene_torsion_deg(raw: dict[str, np.ndarray], source: str) -> np.ndarray:
+    """``[M]`` central C=C torsion of every stilbene frame, degrees in [0, 180].
+
+    The four atoms (ring C, chain C, chain C, ring C) are found once, on the bond graph
+    rdkit derives from the distances of a frame (the first of the first
+    ``_TORSION_SEARCH_FRAMES`` frames with exactly one such chain), so any atom order works;
+    every frame must list the same elements in the same order. The angle is
+    :func:`fusion.data.stilbene.dihedral_deg`, as for ``stilbene-tddft``.
+    """
+    from rdkit import Chem
+    from rdkit.Chem import rdDetermineBonds
+
+    from fusion.data.stilbene import dihedral_deg
+
+    n_atoms = raw["n_atoms"]
+    n = int(n_atoms[0])
+    bad = np.flatnonzero(n_atoms != n)
+    if bad.size:
+        raise ValueError(f"{source}: frame {int(bad[0])} has {int(n_atoms[bad[0]])} atoms, "
+                         f"frame 0 has {n}; the torsion needs one atom order in every frame")
+    z = raw["z"].reshape(-1, n)  # [M, n]
+    pos = raw["pos"].reshape(-1, n, 3)  # [M, n, 3] Å
+    bad = np.flatnonzero((z != z[0]).any(axis=1))
+    if bad.size:
+        raise ValueError(f"{source}: frame {int(bad[0])} lists other elements than frame 0; "
+                         "the torsion needs one atom order in every frame")
+    table = Chem.GetPeriodicTable()
+    symbols = [table.GetElementSymbol(int(v)) for v in z[0]]
+    pattern = Chem.MolFromSmarts(_STILBENE_GRAPH_TORSION_SMARTS)
+    tried = min(len(pos), _TORSION_SEARCH_FRAMES)
+    for frame in range(tried):
+        block = f"{n}\n\n" + "".join(f"{s} {x:.8f} {y:.8f} {w:.8f}\n"
+                                     for s, (x, y, w) in zip(symbols, pos[frame]))
+        mol = Chem.MolFromXYZBlock(block)
+        rdDetermineBonds.DetermineConnectivity(mol)
+        Chem.FastFindRings(mol)  # ring membership for the R / !R queries
+        matches = mol.GetSubstructMatches(pattern)
+        if len(matches) == 1:
+            atoms = tuple(int(a) for a in matches[0])
+            return np.array([dihedral_deg(p, atoms) for p in pos])
+    raise ValueError(f"{source}: no frame among the first {tried} has exactly one chain "
+                     "ring C - C - C - ring C in its bond graph; expected stilbene (C14H12, "
+                     "two phenyl rings joined by C=C)")
+
+
+def prepare_xxmd_states(molecule: str, cache_dir: str | os.PathLike = "resources",
+                        opener=None) -> Path:
+    """Build ``<cache_dir>/xxmd-<molecule>/xxmd-<molecule>.npz``: the S0, S1 and S2 labels of
+    the same frames, from the per-state caches (each made from the one repository archive by
+    :func:`prepare_xxmd` when missing).
+
+    Cache arrays: ``z`` [A], ``pos`` [A, 3] Å, ``n_atoms`` [M], ``energy`` [M, 3] eV (total),
+    ``forces`` [A, 3, 3] eV/Å (atom, state, xyz), ``subset`` [M] (train/val/test, the file
+    names), ``states`` [3] (``S0``, ``S1``, ``S2``); stilbene also ``torsion`` [M] degrees.
+    The state files must hold the same frames (see :func:`_check_same_frames`).
+    """
+    _lookup(molecule, XXMD_MOLECULES, "xxMD")
+    per_state = []
+    for state, path in zip(XXMD_CASSCF_STATES, xxmd_state_caches(molecule, cache_dir)):
+        if not path.exists():
+            prepare_xxmd(molecule, state, cache_dir, opener)
+        per_state.append((state, path, _load_frames(path)))
+    _check_same_frames(molecule, per_state)
+    first = per_state[0][2]
+    out = {key: first[key] for key in ("z", "pos", "n_atoms", "subset")}
+    out["energy"] = np.stack([raw["energy"] for _, _, raw in per_state], axis=1)  # [M, S] eV
+    out["forces"] = np.stack([raw["forces"] for _, _, raw in per_state], axis=1)  # [A, S, 3]
+    out["states"] = np.array([state.upper() for state in XXMD_CASSCF_STATES])
+    if molecule == "stilbene":
+        files = _xxmd_files(molecule, XXMD_CASSCF_STATES[0])
+        out["torsion"] = _stilbene_torsion_deg(
+            first, f"xxmd-{molecule} ({', '.join(files.values())})")
+    path = family_cache_path(f"xxmd-{molecule}", cache_dir)
+    save_npz_atomic(path, out, CACHE_FORMAT_VERSION)
+    return path
+
+
+def _load_state_frames(path: Path, molecule: str) -> dict[str, np.ndarray]:
+    extra = ("states", "torsion") if molecule == "stilbene" else ("states",)
+    raw = load_npz_checked(path, CACHE_FORMAT_VERSION, _FRAME_KEYS + extra)
+    m, a = raw["n_atoms"].shape[0], int(raw["n_atoms"].sum())
+    s = len(XXMD_CASSCF_STATES)
+    shapes = {"z": (a,), "pos": (a, 3), "energy": (m, s), "forces": (a, s, 3),
+              "subset": (m,), "states": (s,), "torsion": (m,)}
+    for key in ("z", "pos", "energy", "forces", "subset") + extra:
+        if raw[key].shape != shapes[key]:
+            raise cache_error(path, f"array {key!r} has shape {raw[key].shape}, expected "
+                                    f"{shapes[key]}")
+    return raw
+
+
+def load_xxmd_states(molecule: str, cache_dir: str | os.PathLike = "resources",
+                     n_train: int | None = None, n_val: int | None = None,
+                     n_test: int | None = None, seed: int = 0,
+                     opener=None) -> tuple[Structures, dict[str, np.ndarray]]:
+    """xxMD ``molecule`` with all CASSCF states: ``y`` [M, 3] S0/S1/S2 total energies (eV),
+    ``forces`` [A, 3, 3] (eV/Å), ``meta["states"]``; stilbene adds ``meta["torsion"]`` [M]
+    (degrees). Split: the file names (train/val/test), cut to the first ``n_*``; ``seed``
+    is the training seed and does not change it."""
+    _lookup(molecule, XXMD_MOLECULES, "xxMD")
+    family = f"xxmd-{molecule}"
+    path = family_cache_path(family, cache_dir)
+    if not path.exists():
+        prepare_xxmd_states(molecule, cache_dir, opener)
+    raw = _load_state_frames(path, molecule)
+    structures = _structures(raw, family)
+    structures.meta["states"] = [str(state) for state in raw["states"]]
+    if "torsion" in raw:
+        structures.meta["torsion"] = raw["torsion"]
+    return structures, take_splits(_file_splits(raw), n_train, n_val, n_test, where=family)
 
 
 _UNITS = "energy eV (reported meV), forces eV/Å (reported meV/Å)"
@@ -499,6 +735,24 @@ def _register() -> None:
                 "offline": False, "units": _UNITS,
                 "split": f"file names {code}_{{train,val,test}}_{suffix}.xyz",
             }))
+        family = f"xxmd-{mol}"
+        register_family(DatasetFamily(family, partial(family_cache_path, family),
+                                      partial(prepare_xxmd_states, mol),
+                                      inputs=partial(xxmd_state_caches, mol)))
+        states = [state.upper() for state in XXMD_CASSCF_STATES]
+        register(DatasetSpec(family, partial(load_xxmd_states, mol), family=family, card={
+            "name": f"xxMD {mol} SA-CASSCF, states {'/'.join(states)} of the same frames",
+            "source": f"{XXMD_ARCHIVE.url}; Pengmei, Shu & Liu, arXiv:2308.11155 (the "
+                      f"xxmd-{mol}-s0/s1/s2 caches joined frame by frame)",
+            "license": "see github.com/zpengmei/xxMD",
+            "sha256": "not published (branch archive); recorded on first download",
+            "offline": False, "states": states,
+            "units": "energies eV (total, per state; reported meV), forces eV/Å (reported "
+                     "meV/Å)" + (", torsion degrees" if mol == "stilbene" else ""),
+            "report_unit": "meV",
+            "split": f"file names {code}_{{train,val,test}}_s{{0,1,2}}.xyz (the same frames "
+                     "in every state)",
+        }))
 
 
 _register()
