@@ -307,6 +307,7 @@ def _test_config(**dynamics) -> dict:
     import yaml
 
     config = yaml.safe_load((REPO / "config/test.yaml").read_text())
+    config.pop("dynamics", None)  # the test grid's own section, if any, is replaced
     if dynamics:
         config["dynamics"] = dynamics
     return config
