@@ -288,7 +288,8 @@ def run_dynamics(spec: DynamicsSpec, log: Callable[[str], None] = _print_now) ->
             probe.get_potential_energy()
             if calculator.n_states < 2:
                 raise ValueError(f"surface hopping needs >= 2 states; {run_dir} was trained on "
-                                 f"{calculator.n_states} (train it with hparams n_states: 2)")
+                                 f"{calculator.n_states} (train on data labelled with several "
+                                 "states, such as stilbene-tddft, or set hparams n_states)")
             total = len(starts) * spec.n_trajectories
             started = time.time()
             done = [0]

@@ -103,7 +103,8 @@ def test_one_state_model_is_refused(tmp_path, capsys):
     assert main(["dynamics", "--spec", json.dumps(spec)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == (f"error: surface hopping needs >= 2 states; {run} was trained on 1 "
-                   "(train it with hparams n_states: 2)")
+                   "(train on data labelled with several states, such as stilbene-tddft, or "
+                   "set hparams n_states)")
     assert not (tmp_path / "out" / "trajectories.csv").exists()
 
 
@@ -388,3 +389,27 @@ def test_dry_run_schedules_one_dynamics_job_per_run(tmp_path):
             "seed-1\"") in text
     table_command = "fusion dynamics-table results/dynamics/qm9-U0/mace/baseline/seed-0/"
     assert table_command + "analysis.json" in text
+
+
+def test_fusion_train_on_stilbene_then_fusion_dynamics(tmp_path, capsys):
+    """The chain the workflow runs: a tiny two-state MACE trained by ``fusion train`` on
+    stilbene-tddft (S0/S1), then ``fusion dynamics`` and ``fusion dynamics-table`` on it."""
+    run = tmp_path / "results/train/stilbene-tddft/mace/baseline/seed-0"
+    train_spec = {"dataset": "stilbene-tddft", "model": "mace", "variant": "baseline",
+                  "seed": 0, "out_dir": str(run), "cache_dir": str(tmp_path / "resources"),
+                  "split": {"n_train": 8, "n_val": 4, "n_test": 4}, "batch_size": 4,
+                  "hparams": TINY_MACE, "threads": 1,
+                  "training": {"epochs": 1, "lr": 0.01, "dtype": "float64", "progress": False}}
+    assert main(["train", "--spec", json.dumps(train_spec)]) == 0
+    out = tmp_path / "results/dynamics/stilbene-tddft/mace/baseline/seed-0"
+    spec = tiny_spec(run, out, starts=["trans"], n_trajectories=1, n_steps=10)
+    assert main(["dynamics", "--spec", json.dumps(spec)]) == 0
+    assert "2 states; 1 trajectories x 10 steps" in capsys.readouterr().out
+    analysis = json.loads((out / "analysis.json").read_text())
+    assert analysis["run"]["dataset"] == "stilbene-tddft" and analysis["n_trajectories"] == 1
+    tables = tmp_path / "results/tables"
+    assert main(["dynamics-table", str(out / "analysis.json"), "--tables-dir", str(tables),
+                 "--figures-dir", str(tmp_path / "results/figures")]) == 0
+    table = pd.read_csv(tables / "dynamics.csv")
+    assert table[["model", "variant", "seed", "start", "n_trajectories"]].values.tolist() == [
+        ["mace", "baseline", 0, "trans", 1]]
