@@ -143,7 +143,9 @@ def run_composition(spec: RunSpec) -> dict:
     }
     metrics["inference"] = {"structures_per_second": None}
     metrics["peak_memory_mb"] = None
-    metrics["composition_weights"] = {str(z): float(w) for z, w in zip(elements, weights)}
+    # per element: a weight, or one per electronic state for multi-state data
+    metrics["composition_weights"] = {str(z): np.asarray(w).tolist()
+                                      for z, w in zip(elements, weights)}
     out = Path(spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_metrics_json(out / "metrics.json", metrics)

@@ -41,8 +41,17 @@ key            shape              meaning
 ``settings``   ``[]`` str         JSON of the generation settings (checked on resume)
 =============  =================  ===========================================
 
-pyscf and rdkit are imported inside functions only (this module is imported by the dataset
-registry at first use and registers nothing).
+Registered datasets (both S0 and S1: ``y`` [M, 2] total energies, forces [A, 2, 3]):
+
+- ``stilbene-tddft``: the first :data:`N_FRAMES` frames (seed 0, CIS/STO-3G, 300 K). They
+  ship with the package (``fusion/data/files/stilbene-tddft.npz``, provenance in
+  ``fusion/data/files/README.md``), because computing them takes about an hour on 2 cores;
+  ``prepare`` copies that file into the cache and checks it, so the demo never waits for
+  quantum chemistry. A test recomputes shipped frames with this module.
+- ``stilbene-tddft-1k``: 1,000 frames; ``prepare`` starts from the shipped frames and computes
+  the rest (about 30 s a frame on one core; resumable; ``threads`` from the workflow rule).
+
+pyscf and rdkit are imported inside functions only.
 """
 
 from __future__ import annotations
@@ -58,6 +67,14 @@ from pathlib import Path
 import numpy as np
 
 from fusion.data.cache import cache_error, load_npz_checked, save_npz_atomic
+from fusion.data.registry import (
+    DatasetFamily,
+    DatasetSpec,
+    family_cache_path,
+    register,
+    register_family,
+)
+from fusion.data.structures import Structures
 
 __all__ = [
     "STILBENE_SMILES",
@@ -429,3 +446,112 @@ def load_stilbene(cache_path: str | os.PathLike) -> StilbeneFrames:
                           energies=energies.astype(np.float64),
                           forces=forces.astype(np.float64), torsion=torsion.astype(np.float64),
                           settings=d["settings"])
+
+
+# ------------------------------------------------------------------------------ datasets
+
+N_FRAMES = 53  # frames of stilbene-tddft (shipped)
+SHIPPED_CACHE = Path(__file__).parent / "files" / "stilbene-tddft.npz"
+STATES = ("S0", "S1")
+SPLIT_SEED = 0
+
+
+def stilbene_cache_path(key: str, cache_dir: str | os.PathLike = "resources") -> Path:
+    """``<cache_dir>/<key>/<key>.npz``."""
+    return family_cache_path(key, cache_dir)
+
+
+def prepare_stilbene(key: str, n_frames: int, cache_dir: str | os.PathLike = "resources",
+                     threads: int | None = None, log: Callable[[str], None] = print) -> Path:
+    """Make the cache of ``key`` with ``n_frames`` frames: copy the shipped frames (when
+    the cache does not exist yet), then compute any missing ones (resumable)."""
+    import shutil
+
+    path = stilbene_cache_path(key, cache_dir)
+    if not path.exists():
+        if not SHIPPED_CACHE.exists():
+            raise FileNotFoundError(
+                f"the shipped stilbene frames {SHIPPED_CACHE} are missing (a broken install?); "
+                "reinstall fusion-bench or generate them with fusion.data.stilbene."
+                "generate_stilbene"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".copy.npz")
+        shutil.copyfile(SHIPPED_CACHE, tmp)
+        os.replace(tmp, path)
+    if threads is None:
+        threads = int(os.environ.get("OMP_NUM_THREADS", "1") or 1)
+    generate_stilbene(n_frames, path, seed=0, basis="sto-3g", method="hf",
+                      threads=threads, log=log)
+    return path
+
+
+def frames_structures(frames: StilbeneFrames, name: str) -> Structures:
+    """``Structures`` of the frames: ``y`` [F, 2] S0/S1 total energies (eV), forces
+    [F * n, 2, 3] (eV/Å), reported in meV and meV/Å; ``meta["torsion"]`` [F] degrees."""
+    f, n = frames.pos.shape[:2]
+    return Structures(
+        z=np.tile(frames.z, f), pos=frames.pos.reshape(f * n, 3), n_atoms=np.full(f, n),
+        y=frames.energies, forces=frames.forces.transpose(0, 2, 1, 3).reshape(f * n, 2, 3),
+        meta={"name": name, "target": "energy", "unit": "eV", "report_unit": "meV",
+              "report_factor": 1000.0, "forces_unit": "eV/Å", "states": list(STATES),
+              "torsion": frames.torsion},
+    )
+
+
+def load_stilbene_dataset(key: str, n_frames: int, cache_dir: str | os.PathLike = "resources",
+                          n_train: int | None = None, n_val: int | None = None,
+                          n_test: int | None = None, seed: int = 0
+                          ) -> tuple[Structures, dict[str, np.ndarray]]:
+    """``key`` as ``(Structures, splits)``; prepares the cache if missing. The split is
+    fixed (:func:`fusion.data.xtb_md.frame_split`, default 60/10/30 %); ``seed`` is the
+    training seed and does not change it."""
+    from fusion.data.xtb_md import frame_split
+
+    path = stilbene_cache_path(key, cache_dir)
+    if not path.exists():
+        prepare_stilbene(key, n_frames, cache_dir)
+    frames = load_stilbene(path)
+    if len(frames) < n_frames:
+        raise cache_error(path, f"it holds {len(frames)} frames, {key} needs {n_frames}; "
+                                f"run `fusion prepare {key}` to compute the rest")
+    frames = StilbeneFrames(frames.z, frames.pos[:n_frames], frames.energies[:n_frames],
+                            frames.forces[:n_frames], frames.torsion[:n_frames],
+                            frames.settings)
+    return frames_structures(frames, key), frame_split(n_frames, n_train, n_val, n_test,
+                                                       SPLIT_SEED)
+
+
+def _register() -> None:
+    from functools import partial
+
+    for key, n_frames in (("stilbene-tddft", N_FRAMES), ("stilbene-tddft-1k", 1000)):
+        register_family(DatasetFamily(key, partial(stilbene_cache_path, key),
+                                      partial(prepare_stilbene, key, n_frames)))
+        shipped = "shipped with the package" if n_frames <= N_FRAMES else (
+            f"the first {N_FRAMES} shipped, the rest computed by `fusion prepare {key}`")
+        register(DatasetSpec(
+            key=key, loader=partial(load_stilbene_dataset, key, n_frames), family=key,
+            card={
+                "name": "stilbene S0/S1 along the C=C torsion (offline xxMD stand-in)",
+                "source": "generated: rdkit ETKDG + MMFF geometries with the central torsion "
+                          "set from cis (0 deg) to trans (180 deg) plus 300 K thermal "
+                          "displacements; pyscf CIS (TDA on RHF) / STO-3G S0 and S1 energies "
+                          f"and analytic forces; {shipped}",
+                "license": "generated here (no third-party data)",
+                "offline": True,
+                "smiles": STILBENE_SMILES,
+                "states": list(STATES),
+                "n_structures": n_frames,
+                "units": "energies eV (total, per state; reported meV), forces eV/Å "
+                         "(reported meV/Å), torsion degrees",
+                "report_unit": "meV",
+                "split": "RandomState(0) permutation of the frames: train first, val next, "
+                         "test from the end; default 60/10/30 %",
+                "split_sizes": {"train": int(0.6 * n_frames), "val": int(0.1 * n_frames),
+                                "test": n_frames - int(0.6 * n_frames) - int(0.1 * n_frames)},
+            },
+        ))
+
+
+_register()

@@ -49,8 +49,10 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
 
 
 def _write_config(path: Path, base: str, **changes) -> Path:
+    """``config/<base>`` with top-level keys replaced (a value of None removes the key)."""
     config = yaml.safe_load((REPO / "config" / base).read_text())
     config.update(changes)
+    config = {k: v for k, v in config.items() if v is not None}
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -68,8 +70,8 @@ def test_dry_run_schedules_the_whole_grid(tmp_path, config):
     cfg = yaml.safe_load((REPO / "config" / config).read_text())
     proc = snakemake(tmp_path, "--configfile", f"config/{config}", "--dry-run", "--quiet", "rules")
     overrides = cfg.get("dataset_overrides", {})
-    n_runs = len(cfg["seeds"]) * sum(
-        len(variants)
+    n_runs = sum(
+        len(overrides.get(dataset, {}).get("seeds", cfg["seeds"])) * len(variants)
         for dataset in cfg["datasets"]
         for variants in overrides.get(dataset, {}).get("models", cfg["models"]).values()
     )
@@ -133,7 +135,7 @@ def test_dataset_overrides_change_the_grid_and_the_run_specs(tmp_path):
     }
     _write_config(
         tmp_path / "two.yaml", "test.yaml", datasets=["qm9-U0", "qm9-homo"],
-        dataset_overrides=overrides,
+        dataset_overrides=overrides, dynamics=None,
         model_overrides={"mace": {"batch_size": 5, "training": {"epochs": 4, "lr": 0.002}}},
     )
     proc = snakemake(tmp_path, "--configfile", "two.yaml", "--dry-run", "--printshellcmds")

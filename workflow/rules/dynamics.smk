@@ -41,8 +41,8 @@ rule dynamics:
         torsion=report(
             "results/dynamics/{dataset}/{model}/{variant}/seed-{seed}/torsion.png",
             caption="../report/dynamics_torsion.rst",
-            category="5 Dynamics",
-            subcategory="{dataset}",
+            category="5 Dynamics – {dataset}",
+            subcategory="trajectories",
             labels={
                 "model": "{model}",
                 "variant": "{variant}",
@@ -53,8 +53,8 @@ rule dynamics:
         population=report(
             "results/dynamics/{dataset}/{model}/{variant}/seed-{seed}/population.png",
             caption="../report/dynamics_population.rst",
-            category="5 Dynamics",
-            subcategory="{dataset}",
+            category="5 Dynamics – {dataset}",
+            subcategory="trajectories",
             labels={
                 "model": "{model}",
                 "variant": "{variant}",
