@@ -25,6 +25,8 @@ from snakemake_executor_plugin_slurm.submit_string import get_submit_command
 from snakemake_executor_plugin_slurm.utils import set_gres_string
 from snakemake_executor_plugin_slurm.validation import validate_slurm_extra
 
+from tests.workflow.test_workflow import n_train_runs
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 PROFILE = REPO / "workflow/profiles/slurm/config.yaml"
@@ -184,7 +186,7 @@ def test_a_cpu_config_submits_no_gpu_jobs(tmp_path):
     train = [job for job in jobs if job["rule"] == "train"]
     config = yaml.safe_load((REPO / "config/test.yaml").read_text())
     assert config["gpus_per_job"] == 0
-    assert len(train) == len(config["seeds"]) * sum(map(len, config["models"].values()))
+    assert len(train) == n_train_runs(config)
     for job in train:
         call = sbatch_call(job)
         assert "--gpus" not in call and "--gres" not in call and " --ntasks=1" in call, call

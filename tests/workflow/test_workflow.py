@@ -57,6 +57,16 @@ def _write_config(path: Path, base: str, **changes) -> Path:
     return path
 
 
+def n_train_runs(cfg: dict) -> int:
+    """Training runs a config asks for: per dataset, its (overridden) seeds x variants."""
+    overrides = cfg.get("dataset_overrides", {})
+    return sum(
+        len(overrides.get(dataset, {}).get("seeds", cfg["seeds"])) * len(variants)
+        for dataset in cfg["datasets"]
+        for variants in overrides.get(dataset, {}).get("models", cfg["models"]).values()
+    )
+
+
 def test_lint_is_clean(tmp_path):
     _copy_workflow(tmp_path)
     proc = snakemake(tmp_path, "--configfile", "config/demo.yaml", "--lint", check=False)
@@ -69,12 +79,7 @@ def test_dry_run_schedules_the_whole_grid(tmp_path, config):
     _copy_workflow(tmp_path)
     cfg = yaml.safe_load((REPO / "config" / config).read_text())
     proc = snakemake(tmp_path, "--configfile", f"config/{config}", "--dry-run", "--quiet", "rules")
-    overrides = cfg.get("dataset_overrides", {})
-    n_runs = sum(
-        len(overrides.get(dataset, {}).get("seeds", cfg["seeds"])) * len(variants)
-        for dataset in cfg["datasets"]
-        for variants in overrides.get(dataset, {}).get("models", cfg["models"]).values()
-    )
+    n_runs = n_train_runs(cfg)
     table = proc.stdout + proc.stderr
     counts = {
         line.split()[0]: int(line.split()[1])
