@@ -430,6 +430,24 @@ def exponential_lifetime(exit_times_fs: Sequence[float], censored_times_fs: Sequ
     return tau, tau / math.sqrt(exits.size)
 
 
+def lifetime_lower_bound(n_exits: int, observed_fs: float, confidence: float = 0.95) -> float:
+    """One-sided lower confidence bound (fs) of an exponential lifetime, from ``n_exits``
+    observed exits and the total observation time ``observed_fs`` (exit times of the
+    trajectories that left plus the end times of those that stayed):
+    ``2 T / chi2_confidence(2 k + 2)``. With no exit this is ``T / ln(1 / (1 - confidence))``
+    (``T / 3.0`` at 95 %): what "no hop seen" still says about the lifetime.
+
+    >>> round(lifetime_lower_bound(0, 2995.7322735539907), 6)
+    1000.0
+    """
+    from scipy.stats import chi2
+
+    if n_exits < 0 or not observed_fs > 0 or not 0 < confidence < 1:
+        raise ValueError(f"need n_exits >= 0, observed time > 0 fs and 0 < confidence < 1, got "
+                         f"{n_exits}, {observed_fs}, {confidence}")
+    return float(2.0 * observed_fs / chi2.ppf(confidence, 2 * n_exits + 2))
+
+
 def wilson_interval(successes: int, trials: int, z: float = 1.959963984540054
                     ) -> tuple[float, float]:
     """Wilson score interval of a binomial proportion (default 95 %)."""

@@ -188,18 +188,29 @@ def per_start_numbers(summary, initial_state: int = 1,
 
     Per start: ``n_trajectories``; ``n_exits`` (trajectories that left ``initial_state``);
     ``lifetime_fs`` and ``lifetime_stderr_fs`` (exponential maximum likelihood with censoring,
-    :func:`~fusion.dynamics.hopping.exponential_lifetime`; None without exits); ``n_hops``
+    :func:`~fusion.dynamics.hopping.exponential_lifetime`; None without exits);
+    ``observed_fs`` (total time on the initial state) and ``lifetime_lower95_fs`` (one-sided
+    95 % lower bound, :func:`~fusion.dynamics.hopping.lifetime_lower_bound`); ``n_hops``
     (accepted hops, all directions); ``n_frustrated``; ``n_on_s0``, ``n_trans`` (final torsion
     >= ``trans_threshold_deg``), ``fraction_trans`` and its 95 % Wilson interval (None when no
     trajectory ended on S0).
     """
-    from fusion.dynamics.hopping import exponential_lifetime, wilson_interval
+    from fusion.dynamics.hopping import (
+        exponential_lifetime,
+        lifetime_lower_bound,
+        wilson_interval,
+    )
 
     rows = []
     for start, group in summary.groupby("start", sort=False):
         exited = group["first_exit_fs"].notna()
+        observed = float(group.loc[exited, "first_exit_fs"].sum()
+                         + group.loc[~exited, "end_fs"].sum())  # fs on the initial state
         row = {"start": str(start), "n_trajectories": int(len(group)),
-               "n_exits": int(exited.sum()), "lifetime_fs": None, "lifetime_stderr_fs": None}
+               "n_exits": int(exited.sum()), "lifetime_fs": None, "lifetime_stderr_fs": None,
+               "observed_fs": observed,
+               "lifetime_lower95_fs": lifetime_lower_bound(int(exited.sum()), observed)
+               if observed > 0 else None}
         if row["n_exits"]:
             row["lifetime_fs"], row["lifetime_stderr_fs"] = exponential_lifetime(
                 group.loc[exited, "first_exit_fs"], group.loc[~exited, "end_fs"])
@@ -327,7 +338,8 @@ def run_dynamics(spec: DynamicsSpec, log: Callable[[str], None] = _print_now) ->
 # --------------------------------------------------------------------------- combined table
 
 TABLE_COLUMNS = ("dataset", "model", "variant", "seed", "start", "n_trajectories", "n_exits",
-                 "n_hops", "s1_lifetime_fs", "s1_lifetime_se_fs", "n_on_s0", "n_trans",
+                 "n_hops", "s1_lifetime_fs", "s1_lifetime_se_fs", "s1_lifetime_lower95_fs",
+                 "s1_observed_fs", "n_on_s0", "n_trans",
                  "trans_fraction", "trans_wilson95_low", "trans_wilson95_high")
 
 
@@ -349,7 +361,7 @@ def _mean_over_seeds(rows: list[dict]) -> dict:
     Lifetime: mean over seeds, s.e. = sample std over seeds / sqrt(n seeds) (blank when a seed
     has no lifetime); counts summed; trans fraction and Wilson interval of the pooled counts.
     """
-    from fusion.dynamics.hopping import wilson_interval
+    from fusion.dynamics.hopping import lifetime_lower_bound, wilson_interval
 
     first = rows[0]
     mean = {key: first[key] for key in ("dataset", "model", "variant", "start")}
@@ -362,6 +374,12 @@ def _mean_over_seeds(rows: list[dict]) -> dict:
         mean["s1_lifetime_se_fs"] = float(np.std(lifetimes, ddof=1) / math.sqrt(len(rows)))
     else:
         mean["s1_lifetime_fs"] = mean["s1_lifetime_se_fs"] = None
+    observed = [r.get("s1_observed_fs") for r in rows]
+    if all(t is not None for t in observed) and sum(observed) > 0:  # pooled exits and time
+        mean["s1_observed_fs"] = float(sum(observed))
+        mean["s1_lifetime_lower95_fs"] = lifetime_lower_bound(mean["n_exits"], sum(observed))
+    else:
+        mean["s1_observed_fs"] = mean["s1_lifetime_lower95_fs"] = None
     if mean["n_on_s0"]:
         mean["trans_fraction"] = mean["n_trans"] / mean["n_on_s0"]
         mean["trans_wilson95_low"], mean["trans_wilson95_high"] = wilson_interval(
@@ -384,6 +402,8 @@ def _table_rows(analyses: list[dict]) -> list[dict]:
                 "n_trajectories": numbers["n_trajectories"], "n_exits": numbers["n_exits"],
                 "n_hops": numbers["n_hops"], "s1_lifetime_fs": numbers["lifetime_fs"],
                 "s1_lifetime_se_fs": numbers["lifetime_stderr_fs"],
+                "s1_lifetime_lower95_fs": numbers.get("lifetime_lower95_fs"),
+                "s1_observed_fs": numbers.get("observed_fs"),
                 "n_on_s0": numbers["n_on_s0"], "n_trans": numbers["n_trans"],
                 "trans_fraction": numbers["fraction_trans"],
                 "trans_wilson95_low": numbers["wilson95_low"],
@@ -438,7 +458,9 @@ def dynamics_table(analysis_files: Sequence[str | os.PathLike], out_dir: str | o
         "",
         "Trajectories start on S1 from Franck–Condon geometries of each start. S1 lifetime: "
         "exponential maximum-likelihood fit to the first exits from S1 (trajectories that stay "
-        "are censored) ± standard error; trans fraction: trajectories ending on S0 with final "
+        "are censored) ± standard error, and in brackets its one-sided 95 % lower bound "
+        "2T/χ²(2k+2) from the k exits in T fs on S1 (with no exit: T/3.0); trans fraction: "
+        "trajectories ending on S0 with final "
         "C=C torsion >= 90°, with its 95 % Wilson interval. Rows `mean`: lifetime averaged "
         "over training seeds ± standard error over seeds; counts summed; trans fraction of "
         "the pooled counts.",
@@ -448,8 +470,11 @@ def dynamics_table(analysis_files: Sequence[str | os.PathLike], out_dir: str | o
         "|:---|:---|---:|:---|---:|---:|---:|---:|---:|:---|",
     ]
     for r in rows:
+        bound = r.get("s1_lifetime_lower95_fs")
         lifetime = ("not observed" if r["s1_lifetime_fs"] is None else
                     f"{r['s1_lifetime_fs']:.1f} ± {_fmt(r['s1_lifetime_se_fs'], 1)}")
+        if bound is not None:
+            lifetime += f" (> {bound:.0f} at 95 %)"
         trans = ("–" if r["trans_fraction"] is None else
                  f"{r['trans_fraction']:.2f} [{r['trans_wilson95_low']:.2f}, "
                  f"{r['trans_wilson95_high']:.2f}]")

@@ -262,3 +262,19 @@ def test_stilbene_starts_are_cis_and_trans():
     assert starts["cis"].get_chemical_formula() == "C14H12"
     assert dihedral_deg(starts["cis"].positions, torsion_atoms) == pytest.approx(0.0, abs=1.0)
     assert dihedral_deg(starts["trans"].positions, torsion_atoms) == pytest.approx(180.0, abs=1.0)
+
+
+def test_lifetime_lower_bound_is_the_exponential_confidence_bound():
+    import math
+
+    from scipy.stats import chi2
+
+    from fusion.dynamics.hopping import lifetime_lower_bound
+
+    # no exit in T: P(no exit | tau) = exp(-T / tau) = 5 %  <=>  tau = T / ln 20
+    assert lifetime_lower_bound(0, 1200.0) == pytest.approx(1200.0 / math.log(20.0), rel=1e-12)
+    assert lifetime_lower_bound(3, 900.0) == pytest.approx(1800.0 / chi2.ppf(0.95, 8), rel=1e-12)
+    # below the maximum-likelihood value T / k, and rising with the observation time
+    assert lifetime_lower_bound(3, 900.0) < 300.0 < lifetime_lower_bound(3, 3000.0)
+    with pytest.raises(ValueError, match="observed time > 0 fs"):
+        lifetime_lower_bound(0, 0.0)

@@ -199,10 +199,13 @@ def _analysis(path: Path, variant: str, seed: int, per_start: list[dict]) -> Pat
 
 
 def _start(start, n_traj, n_exits, lifetime, n_hops, n_on_s0, n_trans):
-    from fusion.dynamics.hopping import wilson_interval
+    from fusion.dynamics.hopping import lifetime_lower_bound, wilson_interval
 
     low, high = wilson_interval(n_trans, n_on_s0) if n_on_s0 else (None, None)
+    observed = lifetime * n_exits if n_exits else 150.0 * n_traj  # MLE: tau = T / k
     return {"start": start, "n_trajectories": n_traj, "n_exits": n_exits,
+            "observed_fs": observed,
+            "lifetime_lower95_fs": lifetime_lower_bound(n_exits, observed),
             "lifetime_fs": lifetime,
             "lifetime_stderr_fs": lifetime / math.sqrt(n_exits) if n_exits else None,
             "n_hops": n_hops, "n_frustrated": 0, "n_on_s0": n_on_s0, "n_trans": n_trans,
@@ -227,8 +230,8 @@ def test_dynamics_table_has_exact_values_and_a_mean_over_seeds(tmp_path, capsys)
     table = pd.read_csv(tables / "dynamics.csv", keep_default_na=False)
     assert list(table.columns) == [
         "dataset", "model", "variant", "seed", "start", "n_trajectories", "n_exits", "n_hops",
-        "s1_lifetime_fs", "s1_lifetime_se_fs", "n_on_s0", "n_trans", "trans_fraction",
-        "trans_wilson95_low", "trans_wilson95_high"]
+        "s1_lifetime_fs", "s1_lifetime_se_fs", "s1_lifetime_lower95_fs", "s1_observed_fs",
+        "n_on_s0", "n_trans", "trans_fraction", "trans_wilson95_low", "trans_wilson95_high"]
     got = [(r.variant, str(r.seed), r.start) for r in table.itertuples()]
     assert got == [("baseline", "0", "cis"), ("baseline", "1", "cis"), ("baseline", "mean", "cis"),
                    ("baseline", "0", "trans"), ("baseline", "1", "trans"),
@@ -246,17 +249,22 @@ def test_dynamics_table_has_exact_values_and_a_mean_over_seeds(tmp_path, capsys)
     seed0 = table.iloc[0]
     assert float(seed0["s1_lifetime_fs"]) == 100.0
     assert float(seed0["s1_lifetime_se_fs"]) == pytest.approx(100.0 / math.sqrt(2))
+    # pooled: 6 exits in 2 * 100 + 4 * 140 = 760 fs -> 2 T / chi2_95(14)
+    assert float(mean_cis["s1_observed_fs"]) == pytest.approx(760.0)
+    assert float(mean_cis["s1_lifetime_lower95_fs"]) == pytest.approx(1520.0 / 23.6847849, rel=1e-6)
     mean_trans = table.iloc[5]
     assert mean_trans["s1_lifetime_fs"] == "" and mean_trans["trans_fraction"] == ""
+    # no exit in 8 x 150 fs: tau > 1200 fs / ln 20 at 95 %
+    assert float(mean_trans["s1_lifetime_lower95_fs"]) == pytest.approx(1200.0 / math.log(20))
     assert mean_trans["n_hops"] == 2 and mean_trans["n_trajectories"] == 8
 
     md = (tables / "dynamics.md").read_text()
-    assert "| stilbene-tddft | MACE baseline | mean | cis | 8 | 6 | 8 | 120.0 ± 20.0 | 5 | " \
-           "0.60 [0.23, 0.88] |" in md
-    assert "| stilbene-tddft | MACE + fusion | 0 | cis | 4 | 1 | 1 | 50.0 ± 50.0 | 1 | " \
-           "1.00 [0.21, 1.00] |" in md
-    assert "| stilbene-tddft | MACE baseline | 0 | trans | 4 | 0 | 0 | not observed | 0 | – |" \
-        in md
+    assert "| stilbene-tddft | MACE baseline | mean | cis | 8 | 6 | 8 | 120.0 ± 20.0 " \
+           "(> 64 at 95 %) | 5 | 0.60 [0.23, 0.88] |" in md
+    assert "| stilbene-tddft | MACE + fusion | 0 | cis | 4 | 1 | 1 | 50.0 ± 50.0 " \
+           "(> 11 at 95 %) | 1 | 1.00 [0.21, 1.00] |" in md
+    assert "| stilbene-tddft | MACE baseline | 0 | trans | 4 | 0 | 0 | not observed " \
+           "(> 200 at 95 %) | 0 | – |" in md
     for stem in ("dynamics_population", "dynamics_torsion"):
         for ext in ("png", "svg"):
             assert (figures / f"{stem}.{ext}").stat().st_size > 0
