@@ -524,7 +524,7 @@ def _figures(out: Path, traj, population, tau: float | None) -> list[str]:
     ax.set(xlabel="time (fs)", ylabel="C=C torsion (deg)", ylim=(0, 180),
            title="torsion (line: all; dots: on S0)")
     ax.legend()
-    paths += _save(fig, out / "torsion")
+    paths += save_png_svg(fig, out / "torsion")
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(population["time_fs"], population["population"], label="S1 population")
     if tau is not None:
@@ -532,16 +532,14 @@ def _figures(out: Path, traj, population, tau: float | None) -> list[str]:
         ax.plot(t, np.exp(-t / tau), "--", label=f"exp(-t/{tau:.0f} fs)")
     ax.set(xlabel="time (fs)", ylabel="population", ylim=(0, 1.05))
     ax.legend()
-    paths += _save(fig, out / "population")
+    paths += save_png_svg(fig, out / "population")
     plt.close("all")
     return paths
 
 
-def _save(fig, stem: Path) -> list[str]:
+def save_png_svg(fig, stem: Path) -> list[str]:
+    """``fig`` laid out and saved as ``<stem>.png`` and ``.svg`` (the suite's figure style)."""
+    from fusion.analysis.figures import save_figure
+
     fig.tight_layout()
-    written = []
-    for ext in ("png", "svg"):
-        path = stem.with_suffix(f".{ext}")
-        fig.savefig(path, dpi=150)
-        written.append(str(path))
-    return written
+    return [str(path) for path in save_figure(fig, stem)]

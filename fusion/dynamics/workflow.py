@@ -521,6 +521,7 @@ def dynamics_figures(analysis_files: Sequence[str | os.PathLike], out_dir: str |
     import matplotlib.pyplot as plt
 
     from fusion.analysis.style import label, sort_key, style_for
+    from fusion.dynamics.hopping import save_png_svg
 
     analyses = [_load_analysis(Path(p)) for p in analysis_files]
     for path, analysis in zip(analysis_files, analyses):
@@ -557,7 +558,7 @@ def dynamics_figures(analysis_files: Sequence[str | os.PathLike], out_dir: str |
         ax.set(title=f"start: {start}", xlabel="time (fs)", ylim=(0, 1.05))
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("S1 population (fraction of trajectories)")
-    written += _save(fig, out / "dynamics_population")
+    written += save_png_svg(fig, out / "dynamics_population")
 
     fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.6), squeeze=False,
                              sharey=True)
@@ -572,19 +573,9 @@ def dynamics_figures(analysis_files: Sequence[str | os.PathLike], out_dir: str |
         ax.set(title=name(key), xlabel="time (fs)", ylim=(0, 180))
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("C=C torsion (deg), mean ± std")
-    written += _save(fig, out / "dynamics_torsion")
+    written += save_png_svg(fig, out / "dynamics_torsion")
     plt.close("all")
     return written
-
-
-def _save(fig, stem: Path) -> list[Path]:
-    fig.tight_layout()
-    paths = []
-    for ext in ("png", "svg"):
-        path = stem.with_suffix(f".{ext}")
-        fig.savefig(path, dpi=150)
-        paths.append(path)
-    return paths
 
 
 # --------------------------------------------------------------------------- Snakemake glue
