@@ -74,7 +74,18 @@ FORCES = "forces"
 
 
 def graph_target(dataset: str) -> str:
-    """Name of a dataset's graph-level target: the QM9 target (``U0``) or ``energy``."""
+    """Name of a dataset's graph-level target: the QM9 target (``U0``), ``energy``, or for
+    data labelled with several electronic states ``energy (S0, S1)`` (errors pooled over the
+    states; per-state errors are in ``states.md``).
+
+    >>> graph_target("qm9-U0"), graph_target("xtb-md-ethanol"), graph_target("stilbene-tddft")
+    ('U0', 'energy', 'energy (S0, S1)')
+    """
+    from fusion.data.registry import dataset_card, dataset_keys
+
+    states = dataset_card(dataset).get("states", []) if dataset in dataset_keys() else []
+    if len(states) > 1:
+        return f"energy ({', '.join(states)})"
     return lit.qm9_target(dataset) or "energy"
 
 

@@ -23,7 +23,17 @@ CAPTIONS = (
     "model_page.rst",
     "per_molecule.rst",
     "workflow.rst",
+    "states.rst",
+    "dynamics_table.rst",
+    "dynamics_population.rst",
+    "dynamics_torsion.rst",
+    "dynamics_combined_population.rst",
+    "dynamics_combined_torsion.rst",
 )
+
+
+# what Snakemake gives the captions of per-run outputs (e.g. the dynamics figures)
+WILDCARDS = SimpleNamespace(dataset="stilbene-tddft", model="mace", variant="baseline", seed="0")
 
 
 def _render(name: str, config: dict) -> str:
@@ -31,7 +41,8 @@ def _render(name: str, config: dict) -> str:
     text = (
         jinja2.Environment()
         .from_string(text)
-        .render(snakemake=SimpleNamespace(config=config), categories={}, files={})
+        .render(snakemake=SimpleNamespace(config=config, wildcards=WILDCARDS), categories={},
+                files={})
     )
     # halt on any rst warning, as a broken caption would show garbled in the report
     parts = docutils_core.publish_parts(
