@@ -450,7 +450,7 @@ def load_stilbene(cache_path: str | os.PathLike) -> StilbeneFrames:
 
 # ------------------------------------------------------------------------------ datasets
 
-N_FRAMES = 53  # frames of stilbene-tddft (shipped)
+N_FRAMES = 220  # frames of stilbene-tddft (shipped)
 SHIPPED_CACHE = Path(__file__).parent / "files" / "stilbene-tddft.npz"
 STATES = ("S0", "S1")
 SPLIT_SEED = 0
