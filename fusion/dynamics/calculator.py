@@ -142,10 +142,19 @@ class FusionCalculator(Calculator):
 
     @classmethod
     def from_run_dir(cls, run_dir: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
-                     state: int = 0, **kwargs) -> FusionCalculator:
-        """Calculator for the trained model in ``run_dir`` (see :func:`load_run_model`)."""
-        module, elements, r_max, dtype = load_run_model(run_dir, cache_dir)
-        return cls(module, elements, r_max, dtype=dtype, state=state, **kwargs)
+                     state: int = 0, dtype: torch.dtype | None = None,
+                     **kwargs) -> FusionCalculator:
+        """Calculator for the trained model in ``run_dir`` (see :func:`load_run_model`).
+
+        ``dtype``: evaluate in this precision (default: the run's training dtype). Evaluating a
+        float32-trained model in float64 keeps its weights (cast exactly) and removes float32
+        rounding of total energies (about 1 meV at 10^4 eV), which matters for energy
+        conservation and for gap second differences in surface hopping.
+        """
+        module, elements, r_max, run_dtype = load_run_model(run_dir, cache_dir)
+        if dtype is not None and dtype != run_dtype:
+            module = module.to(dtype)
+        return cls(module, elements, r_max, dtype=dtype or run_dtype, state=state, **kwargs)
 
     @property
     def state(self) -> int:

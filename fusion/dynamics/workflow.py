@@ -291,7 +291,10 @@ def run_dynamics(spec: DynamicsSpec, log: Callable[[str], None] = _print_now) ->
             log(f"{out}: ensemble already complete for this spec; analysing it again")
         else:
             (out / ENSEMBLE_SPEC_FILE).unlink(missing_ok=True)
-            calculator = FusionCalculator.from_run_dir(run_dir, cache_dir=spec.cache_dir)
+            # float64 whatever the training dtype: float32 total energies (~ -14,400 eV for
+            # stilbene) are rounded to ~1 meV, noise in the gap's second difference.
+            calculator = FusionCalculator.from_run_dir(run_dir, cache_dir=spec.cache_dir,
+                                                       dtype=torch.float64)
             all_starts, torsion_atoms = stilbene_starts(spec.seed)
             starts = {name: all_starts[name] for name in spec.starts}
             probe = next(iter(starts.values())).copy()

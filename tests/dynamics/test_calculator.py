@@ -145,3 +145,34 @@ def test_loads_a_run_directory_written_by_fusion_train(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="metrics.json"):
         FusionCalculator.from_run_dir(tmp_path)
+
+
+def test_a_float32_run_evaluated_in_float64_keeps_its_function_and_exact_forces(tmp_path):
+    cache = tmp_path / "resources"
+    out = tmp_path / "results/train/qm9-U0/mace/baseline/seed-0"
+    spec = {"dataset": "qm9-U0", "model": "mace", "variant": "baseline", "seed": 0,
+            "out_dir": str(out), "cache_dir": str(cache),
+            "split": {"n_train": 16, "n_val": 4, "n_test": 4}, "batch_size": 8,
+            "hparams": TINY_MACE, "threads": 1,
+            "training": {"epochs": 1, "lr": 0.01, "dtype": "float32", "progress": False}}
+    assert main(["train", "--spec", json.dumps(spec)]) == 0
+    single = FusionCalculator.from_run_dir(out)
+    double = FusionCalculator.from_run_dir(out, dtype=torch.float64)
+    assert single.dtype == torch.float32 and double.dtype == torch.float64
+    atoms = _methanol()
+    atoms.calc = single
+    e32 = atoms.get_potential_energy()
+    atoms.calc = double
+    e64 = atoms.get_potential_energy()
+    forces = atoms.get_forces()
+    assert e64 == pytest.approx(e32, rel=1e-5)  # the same function up to float32 rounding
+    h = 1e-5
+    for atom, axis in ((0, 0), (2, 1)):
+        energies = []
+        for sign in (1, -1):
+            moved = atoms.copy()
+            moved.positions[atom, axis] += sign * h
+            moved.calc = double
+            energies.append(moved.get_potential_energy())
+        assert forces[atom, axis] == pytest.approx(-(energies[0] - energies[1]) / (2 * h),
+                                                   abs=1e-6)
