@@ -487,6 +487,10 @@ def analyse_ensemble(out_dir: str | os.PathLike, initial_state: int = 1,
         result.update(lifetime_fs=tau, lifetime_stderr_fs=tau_err)
     except ValueError as err:
         result.update(lifetime_fs=None, lifetime_stderr_fs=None, lifetime_note=str(err))
+    observed = float(summary.loc[exited, "first_exit_fs"].sum()
+                     + summary.loc[~exited, "end_fs"].sum())  # fs on the initial state
+    result["lifetime_lower95_fs"] = (lifetime_lower_bound(result["n_exits"], observed)
+                                     if observed > 0 else None)
     rows = []
     for start, group in summary.groupby("start", sort=False):
         ended = group[group["final_state"] == 0]
@@ -501,12 +505,12 @@ def analyse_ensemble(out_dir: str | os.PathLike, initial_state: int = 1,
     branching.to_csv(out / "branching.csv", index=False)
     result["branching"] = rows
     if figures:
-        result["figures"] = _figures(out, traj, population, result.get("lifetime_fs"))
+        result["figures"] = _figures(out, traj, population, result)
     atomic_write_text(out / "analysis.json", json.dumps(result, indent=1, default=float))
     return result
 
 
-def _figures(out: Path, traj, population, tau: float | None) -> list[str]:
+def _figures(out: Path, traj, population, result: dict) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -527,10 +531,14 @@ def _figures(out: Path, traj, population, tau: float | None) -> list[str]:
     paths += save_png_svg(fig, out / "torsion")
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(population["time_fs"], population["population"], label="S1 population")
+    tau, bound = result.get("lifetime_fs"), result.get("lifetime_lower95_fs")
     if tau is not None:
         t = population["time_fs"].to_numpy()
         ax.plot(t, np.exp(-t / tau), "--", label=f"exp(-t/{tau:.0f} fs)")
-    ax.set(xlabel="time (fs)", ylabel="population", ylim=(0, 1.05))
+    title = f"{result['n_exits']} of {result['n_trajectories']} trajectories left S1"
+    if bound is not None:
+        title += f"; lifetime > {bound:.0f} fs (95 %)"
+    ax.set(xlabel="time (fs)", ylabel="population", ylim=(0, 1.05), title=title)
     ax.legend()
     paths += save_png_svg(fig, out / "population")
     plt.close("all")

@@ -223,6 +223,10 @@ def test_ensemble_outputs_population_lifetime_and_branching(tmp_path):
     tau, err = hp.exponential_lifetime(summary.loc[exited, "first_exit_fs"],
                                        summary.loc[~exited, "end_fs"])
     assert result["lifetime_fs"] == pytest.approx(tau) and result["n_exits"] == exited.sum()
+    observed = summary.loc[exited, "first_exit_fs"].sum() + summary.loc[~exited, "end_fs"].sum()
+    assert result["lifetime_lower95_fs"] == pytest.approx(
+        hp.lifetime_lower_bound(int(exited.sum()), observed))
+    assert result["lifetime_lower95_fs"] < result["lifetime_fs"]
     branching = pd.read_csv(tmp_path / "a" / "branching.csv")
     assert list(branching["start"]) == ["cis", "trans"]
     for _, row in branching.iterrows():
