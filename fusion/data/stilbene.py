@@ -489,14 +489,11 @@ def prepare_stilbene(key: str, n_frames: int, cache_dir: str | os.PathLike = "re
 def frames_structures(frames: StilbeneFrames, name: str) -> Structures:
     """``Structures`` of the frames: ``y`` [F, 2] S0/S1 total energies (eV), forces
     [F * n, 2, 3] (eV/Å), reported in meV and meV/Å; ``meta["torsion"]`` [F] degrees."""
-    f, n = frames.pos.shape[:2]
-    return Structures(
-        z=np.tile(frames.z, f), pos=frames.pos.reshape(f * n, 3), n_atoms=np.full(f, n),
-        y=frames.energies, forces=frames.forces.transpose(0, 2, 1, 3).reshape(f * n, 2, 3),
-        meta={"name": name, "target": "energy", "unit": "eV", "report_unit": "meV",
-              "report_factor": 1000.0, "forces_unit": "eV/Å", "states": list(STATES),
-              "torsion": frames.torsion},
-    )
+    from fusion.data.xtb_md import frames_to_structures
+
+    return frames_to_structures(frames.z, frames.pos, frames.energies,
+                                frames.forces.transpose(0, 2, 1, 3),  # [F, n, 2, 3]
+                                name, states=list(STATES), torsion=frames.torsion)
 
 
 def load_stilbene_dataset(key: str, n_frames: int, cache_dir: str | os.PathLike = "resources",

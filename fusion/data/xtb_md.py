@@ -265,15 +265,17 @@ def frame_split(n_frames: int, n_train: int | None, n_val: int | None, n_test: i
 
 
 def frames_to_structures(z: np.ndarray, pos: np.ndarray, energy: np.ndarray,
-                         forces: np.ndarray, name: str) -> Structures:
+                         forces: np.ndarray, name: str, **meta) -> Structures:
     """``Structures`` of ``F`` frames of one molecule (``z`` [N], ``pos``/``forces``
-    [F, N, 3] in Å and eV/Å, ``energy`` [F] eV), reported in meV and meV/Å."""
+    [F, N, 3] in Å and eV/Å, ``energy`` [F] eV), reported in meV and meV/Å. With ``S``
+    electronic states: ``energy`` [F, S], ``forces`` [F, N, S, 3]. ``meta``: extra entries
+    (e.g. ``states``, per-frame ``torsion``)."""
     f, n = pos.shape[:2]
     return Structures(
         z=np.tile(z, f), pos=pos.reshape(f * n, 3), n_atoms=np.full(f, n),
-        y=energy, forces=forces.reshape(f * n, 3),
+        y=energy, forces=forces.reshape(f * n, *forces.shape[2:]),
         meta={"name": name, "target": "energy", "unit": "eV", "report_unit": "meV",
-              "report_factor": 1000.0, "forces_unit": "eV/Å"},
+              "report_factor": 1000.0, "forces_unit": "eV/Å", **meta},
     )
 
 
