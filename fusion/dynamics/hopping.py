@@ -460,6 +460,37 @@ def wilson_interval(successes: int, trials: int, z: float = 1.959963984540054
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def ensemble_numbers(summary, trans_threshold_deg: float = 90.0) -> dict:
+    """Exits, lifetime and cis/trans branching of trajectories (rows of ``summary.csv``).
+
+    ``n_trajectories``; ``n_exits`` (left the initial state); ``lifetime_fs``,
+    ``lifetime_stderr_fs`` (:func:`exponential_lifetime`; None without exits, then
+    ``lifetime_note`` says why); ``observed_fs`` (total time on the initial state) and
+    ``lifetime_lower95_fs`` (:func:`lifetime_lower_bound`); ``n_on_s0``, ``n_trans`` (final
+    torsion >= ``trans_threshold_deg``), ``fraction_trans`` and its 95 % Wilson interval
+    ``wilson95_low``/``wilson95_high`` (None when no trajectory ended on S0).
+    """
+    exited = summary["first_exit_fs"].notna()
+    exits, stays = summary.loc[exited, "first_exit_fs"], summary.loc[~exited, "end_fs"]
+    observed = float(exits.sum() + stays.sum())  # fs on the initial state
+    out: dict = {"n_trajectories": int(len(summary)), "n_exits": int(exited.sum()),
+                 "lifetime_fs": None, "lifetime_stderr_fs": None, "observed_fs": observed,
+                 "lifetime_lower95_fs": lifetime_lower_bound(int(exited.sum()), observed)
+                 if observed > 0 else None}
+    try:
+        out["lifetime_fs"], out["lifetime_stderr_fs"] = exponential_lifetime(exits, stays)
+    except ValueError as err:
+        out["lifetime_note"] = str(err)
+    ended = summary[summary["final_state"] == 0]
+    n_trans = int((ended["final_torsion_deg"] >= trans_threshold_deg).sum())
+    n_on_s0 = int(len(ended))
+    low, high = wilson_interval(n_trans, n_on_s0) if n_on_s0 else (None, None)
+    out.update(n_on_s0=n_on_s0, n_trans=n_trans,
+               fraction_trans=n_trans / n_on_s0 if n_on_s0 else None,
+               wilson95_low=low, wilson95_high=high)
+    return out
+
+
 def analyse_ensemble(out_dir: str | os.PathLike, initial_state: int = 1,
                      trans_threshold_deg: float = 90.0, figures: bool = True) -> dict:
     """Population decay, lifetime and cis/trans branching of an ensemble in ``out_dir``
@@ -478,29 +509,21 @@ def analyse_ensemble(out_dir: str | os.PathLike, initial_state: int = 1,
     population = (traj.assign(on_initial=traj["state"] == initial_state)
                   .groupby("time_fs")["on_initial"].mean().rename("population").reset_index())
     population.to_csv(out / "population.csv", index=False)
-    exited = summary["first_exit_fs"].notna()
-    result: dict = {"n_trajectories": int(len(summary)), "initial_state": initial_state,
-                    "n_exits": int(exited.sum())}
-    try:
-        tau, tau_err = exponential_lifetime(summary.loc[exited, "first_exit_fs"],
-                                            summary.loc[~exited, "end_fs"])
-        result.update(lifetime_fs=tau, lifetime_stderr_fs=tau_err)
-    except ValueError as err:
-        result.update(lifetime_fs=None, lifetime_stderr_fs=None, lifetime_note=str(err))
-    observed = float(summary.loc[exited, "first_exit_fs"].sum()
-                     + summary.loc[~exited, "end_fs"].sum())  # fs on the initial state
-    result["lifetime_lower95_fs"] = (lifetime_lower_bound(result["n_exits"], observed)
-                                     if observed > 0 else None)
+    whole = ensemble_numbers(summary, trans_threshold_deg)
+    result: dict = {"n_trajectories": whole["n_trajectories"], "initial_state": initial_state,
+                    "n_exits": whole["n_exits"], "lifetime_fs": whole["lifetime_fs"],
+                    "lifetime_stderr_fs": whole["lifetime_stderr_fs"]}
+    if "lifetime_note" in whole:
+        result["lifetime_note"] = whole["lifetime_note"]
+    result["lifetime_lower95_fs"] = whole["lifetime_lower95_fs"]
     rows = []
     for start, group in summary.groupby("start", sort=False):
-        ended = group[group["final_state"] == 0]
-        n_trans = int((ended["final_torsion_deg"] >= trans_threshold_deg).sum())
-        n = int(len(ended))
-        lo, hi = wilson_interval(n_trans, n) if n else (float("nan"), float("nan"))
-        rows.append({"start": start, "n_trajectories": int(len(group)), "n_on_s0": n,
-                     "n_trans": n_trans, "n_cis": n - n_trans,
-                     "fraction_trans": n_trans / n if n else float("nan"),
-                     "wilson95_low": lo, "wilson95_high": hi})
+        numbers = ensemble_numbers(group, trans_threshold_deg)
+        nan_if_none = {k: float("nan") if numbers[k] is None else numbers[k]
+                       for k in ("fraction_trans", "wilson95_low", "wilson95_high")}
+        rows.append({"start": start, "n_trajectories": numbers["n_trajectories"],
+                     "n_on_s0": numbers["n_on_s0"], "n_trans": numbers["n_trans"],
+                     "n_cis": numbers["n_on_s0"] - numbers["n_trans"], **nan_if_none})
     branching = pd.DataFrame(rows)
     branching.to_csv(out / "branching.csv", index=False)
     result["branching"] = rows

@@ -195,33 +195,13 @@ def per_start_numbers(summary, initial_state: int = 1,
     >= ``trans_threshold_deg``), ``fraction_trans`` and its 95 % Wilson interval (None when no
     trajectory ended on S0).
     """
-    from fusion.dynamics.hopping import (
-        exponential_lifetime,
-        lifetime_lower_bound,
-        wilson_interval,
-    )
+    from fusion.dynamics.hopping import ensemble_numbers
 
     rows = []
     for start, group in summary.groupby("start", sort=False):
-        exited = group["first_exit_fs"].notna()
-        observed = float(group.loc[exited, "first_exit_fs"].sum()
-                         + group.loc[~exited, "end_fs"].sum())  # fs on the initial state
-        row = {"start": str(start), "n_trajectories": int(len(group)),
-               "n_exits": int(exited.sum()), "lifetime_fs": None, "lifetime_stderr_fs": None,
-               "observed_fs": observed,
-               "lifetime_lower95_fs": lifetime_lower_bound(int(exited.sum()), observed)
-               if observed > 0 else None}
-        if row["n_exits"]:
-            row["lifetime_fs"], row["lifetime_stderr_fs"] = exponential_lifetime(
-                group.loc[exited, "first_exit_fs"], group.loc[~exited, "end_fs"])
-        ended = group[group["final_state"] == 0]
-        n_trans = int((ended["final_torsion_deg"] >= trans_threshold_deg).sum())
-        n_on_s0 = int(len(ended))
-        low, high = wilson_interval(n_trans, n_on_s0) if n_on_s0 else (None, None)
-        row.update(n_hops=int(group["n_hops"].sum()), n_frustrated=int(group["n_frustrated"].sum()),
-                   n_on_s0=n_on_s0, n_trans=n_trans,
-                   fraction_trans=n_trans / n_on_s0 if n_on_s0 else None,
-                   wilson95_low=low, wilson95_high=high)
+        row = {"start": str(start), **ensemble_numbers(group, trans_threshold_deg)}
+        row.pop("lifetime_note", None)
+        row.update(n_hops=int(group["n_hops"].sum()), n_frustrated=int(group["n_frustrated"].sum()))
         rows.append(row)
     return rows
 
