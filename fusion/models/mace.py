@@ -176,44 +176,69 @@ class MaceStates(nn.Module):
         return [self.mace.readouts, *self.extra_heads]
 
     def forward(self, batch: dict[str, torch.Tensor], compute_forces: bool = False) -> dict:
-        from mace.modules.utils import prepare_graph
         from mace.tools.scatter import scatter_sum
 
         m = self.mace
-        ctx = prepare_graph(batch)
-        positions, vectors, lengths = ctx.positions, ctx.vectors, ctx.lengths
-        node_attrs, edge_index, graph = batch["node_attrs"], batch["edge_index"], batch["batch"]
+        ctx, feats = mace_node_features(m, batch)
+        node_attrs, graph = batch["node_attrs"], batch["batch"]
         e0 = scatter_sum(node_attrs @ self.state_e0.T.to(node_attrs.dtype), graph, dim=0,
                          dim_size=ctx.num_graphs)  # [B, S]
-        node_feats = m.node_embedding(node_attrs)
-        edge_attrs = m.spherical_harmonics(vectors)
-        edge_feats, cutoff = m.radial_embedding(lengths, node_attrs, edge_index, m.atomic_numbers)
-        feats = []
-        for i, (interaction, product) in enumerate(zip(m.interactions, m.products)):
-            A, sc = interaction(node_attrs=node_attrs, node_feats=node_feats,
-                                edge_attrs=edge_attrs, edge_feats=edge_feats,
-                                edge_index=edge_index, cutoff=cutoff, first_layer=(i == 0))
-            node_feats = product(node_feats=A, sc=sc, node_attrs=node_attrs)
-            feats.append(node_feats)  # [A, irreps of layer i]
-        zero_head = torch.zeros(node_attrs.shape[0], dtype=torch.int64, device=vectors.device)
-        node_es = []
-        for readouts in self.heads():
-            per_layer = [r(feats[-1 if len(readouts) == 1 else i], zero_head)[:, 0]
-                         for i, r in enumerate(readouts)]  # each [A]
-            node_es.append(m.scale_shift(torch.stack(per_layer).sum(0), zero_head))
-        node_es = torch.stack(node_es, dim=-1)  # [A, S]
+        zero_head = torch.zeros(node_attrs.shape[0], dtype=torch.int64, device=ctx.vectors.device)
+        node_es = torch.stack([node_interaction_energy(m, readouts, feats, zero_head)
+                               for readouts in self.heads()], dim=-1)  # [A, S]
         inter_e = scatter_sum(node_es, graph, dim=0, dim_size=ctx.num_graphs)  # [B, S]
-        energy = e0.to(vectors.dtype) + inter_e  # [B, S]
+        energy = e0.to(ctx.vectors.dtype) + inter_e  # [B, S]
         forces = None
         if compute_forces:
             grads = []
             for s in range(self.n_states):
                 (g,) = torch.autograd.grad(
-                    inter_e[:, s].sum(), positions, create_graph=self.training,
+                    inter_e[:, s].sum(), ctx.positions, create_graph=self.training,
                     retain_graph=self.training or s < self.n_states - 1, allow_unused=True)
-                grads.append(torch.zeros_like(positions) if g is None else -g)
+                grads.append(torch.zeros_like(ctx.positions) if g is None else -g)
             forces = torch.stack(grads, dim=1)  # [A, S, 3]
         return {"energy": energy, "forces": forces}
+
+
+def mace_node_features(m: nn.Module, batch: dict[str, torch.Tensor],
+                       extra: nn.ModuleList | None = None):
+    """The trunk of ``ScaleShiftMACE.forward`` (mace-torch 0.3.16), step for step, with
+    ``m``'s own modules: returns mace's graph context (``prepare_graph``: positions marked
+    ``requires_grad``, edge vectors, lengths) and the node features of every layer.
+
+    ``extra``: optional per-layer terms added to each product's output,
+    ``extra[t](h^t, edge_index, species, edge_vectors=...)`` (see ``MaceFusion3Body``).
+    """
+    from mace.modules.utils import prepare_graph
+
+    ctx = prepare_graph(batch)
+    node_attrs, edge_index = batch["node_attrs"], batch["edge_index"]
+    species = node_attrs.argmax(dim=-1) if extra is not None else None
+    node_feats = m.node_embedding(node_attrs)
+    edge_attrs = m.spherical_harmonics(ctx.vectors)
+    edge_feats, cutoff = m.radial_embedding(ctx.lengths, node_attrs, edge_index, m.atomic_numbers)
+    feats = []
+    for i, (interaction, product) in enumerate(zip(m.interactions, m.products)):
+        A, sc = interaction(node_attrs=node_attrs, node_feats=node_feats, edge_attrs=edge_attrs,
+                            edge_feats=edge_feats, edge_index=edge_index, cutoff=cutoff,
+                            first_layer=(i == 0))
+        new_feats = product(node_feats=A, sc=sc, node_attrs=node_attrs)
+        if extra is not None:
+            new_feats = new_feats + extra[i](node_feats, edge_index, species,
+                                             edge_vectors=ctx.vectors)
+        node_feats = new_feats
+        feats.append(node_feats)  # [A, irreps of layer i]
+    return ctx, feats
+
+
+def node_interaction_energy(m: nn.Module, readouts: nn.ModuleList, feats: list[torch.Tensor],
+                            node_heads: torch.Tensor) -> torch.Tensor:
+    """Per-node interaction energy [A] of one readout stack, scaled and shifted by ``m``'s
+    ``scale_shift``, as in ``ScaleShiftMACE.forward`` (without pair repulsion)."""
+    arange = torch.arange(node_heads.shape[0], device=node_heads.device)
+    per_layer = [r(feats[-1 if len(readouts) == 1 else i], node_heads)[arange, node_heads]
+                 for i, r in enumerate(readouts)]  # each [A]
+    return m.scale_shift(torch.stack(per_layer).sum(0), node_heads)
 
 
 def energy_model(mace_model: nn.Module, n_states: int) -> nn.Module:

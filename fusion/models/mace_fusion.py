@@ -41,7 +41,6 @@ import torch
 from e3nn import o3
 from mace.modules.irreps_tools import tp_out_irreps_with_instructions
 from mace.modules.utils import compute_forces as forces_from_energy
-from mace.modules.utils import prepare_graph
 from mace.tools.scatter import scatter_sum
 from torch import nn
 
@@ -56,6 +55,8 @@ from fusion.models.mace import (
     energy_model,
     hidden_irreps,
     mace_hparams,
+    mace_node_features,
+    node_interaction_energy,
     pop_n_states,
 )
 from fusion.models.registry import ModelStats, count_parameters, register
@@ -430,46 +431,18 @@ class MaceFusion3Body(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor], compute_forces: bool = False) -> dict:
         m = self.mace
-        ctx = prepare_graph(batch)
-        positions, vectors, lengths = ctx.positions, ctx.vectors, ctx.lengths
+        ctx, feats = mace_node_features(m, batch, self.extra)
         node_heads = ctx.node_heads.to(torch.int64)
         arange = ctx.num_atoms_arange.to(torch.int64)
-        node_attrs, edge_index, graph = batch["node_attrs"], batch["edge_index"], batch["batch"]
-        species = node_attrs.argmax(dim=-1)
-
+        node_attrs, graph = batch["node_attrs"], batch["batch"]
         node_e0 = m.atomic_energies_fn(node_attrs)[arange, node_heads]
-        e0 = scatter_sum(src=node_e0, index=graph, dim=0, dim_size=ctx.num_graphs).to(vectors.dtype)
-
-        node_feats = m.node_embedding(node_attrs)
-        edge_attrs = m.spherical_harmonics(vectors)
-        edge_feats, cutoff = m.radial_embedding(lengths, node_attrs, edge_index, m.atomic_numbers)
-
-        node_es = [torch.zeros_like(node_e0)]  # mace's pair-repulsion slot
-        feats = []
-        for i, (interaction, product, extra) in enumerate(
-            zip(m.interactions, m.products, self.extra)
-        ):
-            A, sc = interaction(
-                node_attrs=node_attrs,
-                node_feats=node_feats,
-                edge_attrs=edge_attrs,
-                edge_feats=edge_feats,
-                edge_index=edge_index,
-                cutoff=cutoff,
-                first_layer=(i == 0),
-            )
-            term = extra(node_feats, edge_index, species, edge_vectors=vectors)
-            node_feats = product(node_feats=A, sc=sc, node_attrs=node_attrs) + term
-            feats.append(node_feats)
-        for i, readout in enumerate(m.readouts):
-            h = feats[-1 if len(m.readouts) == 1 else i]
-            node_es.append(readout(h, node_heads)[arange, node_heads])
-        node_inter_es = m.scale_shift(torch.stack(node_es, dim=0).sum(dim=0), node_heads)
+        e0 = scatter_sum(src=node_e0, index=graph, dim=0, dim_size=ctx.num_graphs)
+        node_inter_es = node_interaction_energy(m, m.readouts, feats, node_heads)
         inter_e = scatter_sum(node_inter_es, graph, dim=-1, dim_size=ctx.num_graphs)
         forces = None
         if compute_forces:
-            forces = forces_from_energy(inter_e, positions, training=self.training)
-        return {"energy": e0 + inter_e, "forces": forces}
+            forces = forces_from_energy(inter_e, ctx.positions, training=self.training)
+        return {"energy": e0.to(ctx.vectors.dtype) + inter_e, "forces": forces}
 
 
 def _sparse_contraction(block: FusionBlock) -> FusionBlock:
