@@ -23,7 +23,6 @@ Files in ``out_dir`` (``results/dynamics/<dataset>/<model>/<variant>/seed-<n>/``
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -147,14 +146,6 @@ class DynamicsSpec:
         return {key: getattr(self, key) for key in self.SCIENCE_KEYS}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _read_json(path: Path) -> dict | None:
     """The JSON object in ``path``, or None when it is missing or unreadable."""
     try:
@@ -245,6 +236,7 @@ def run_dynamics(spec: DynamicsSpec, log: Callable[[str], None] = _print_now) ->
     import pandas as pd
     import torch
 
+    from fusion.data.download import sha256_of
     from fusion.dynamics.calculator import FusionCalculator
     from fusion.dynamics.hopping import analyse_ensemble, run_ensemble, stilbene_starts
     from fusion.train.checkpoint import atomic_write_text
@@ -255,7 +247,7 @@ def run_dynamics(spec: DynamicsSpec, log: Callable[[str], None] = _print_now) ->
     if not weights.exists():
         raise FileNotFoundError(f"{weights} not found (the trainer writes model.pt when a run "
                                 "finishes)")
-    recorded = {**spec.science(), "model_sha256": _sha256(weights)}
+    recorded = {**spec.science(), "model_sha256": sha256_of(weights)}
 
     previous = _read_json(out / "analysis.json")
     if previous is not None and previous.get("spec") == recorded and "per_start" in previous:
