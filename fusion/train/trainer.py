@@ -429,7 +429,7 @@ def evaluate(
     autograd) only when the batches contain ``"forces"``; otherwise no graph is built.
 
     Multi-state targets (``y`` [B, S], forces [A, S, 3]): the errors above pool all states,
-    and :func:`fusion.train.metrics.state_errors` adds per-state and gap keys.
+    and :class:`fusion.train.metrics.ErrorSums` adds per-state and gap keys.
     """
     from fusion.train.metrics import ErrorSums
 
