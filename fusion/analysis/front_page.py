@@ -81,9 +81,9 @@ def graph_target(dataset: str) -> str:
     >>> graph_target("qm9-U0"), graph_target("xtb-md-ethanol"), graph_target("stilbene-tddft")
     ('U0', 'energy', 'energy (S0, S1)')
     """
-    from fusion.data.registry import dataset_card, dataset_keys
+    from fusion.data.registry import dataset_keys, dataset_states
 
-    states = dataset_card(dataset).get("states", []) if dataset in dataset_keys() else []
+    states = dataset_states(dataset) if dataset in dataset_keys() else []
     if len(states) > 1:
         return f"energy ({', '.join(states)})"
     return lit.qm9_target(dataset) or "energy"

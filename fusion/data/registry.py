@@ -153,6 +153,12 @@ def dataset_card(key: str) -> dict[str, Any]:
     return dict(_lookup(key).card)
 
 
+def dataset_states(key: str) -> list[str]:
+    """Electronic states a dataset labels per structure (card key ``states``, e.g.
+    ``["S0", "S1"]``); empty for single-target datasets."""
+    return list(_lookup(key).card.get("states", []))
+
+
 def get_dataset(key: str, cache_dir: str | os.PathLike = "resources", n_train: int | None = None,
                 n_val: int | None = None, n_test: int | None = None, seed: int = 0,
                 **kwargs: Any) -> tuple[Structures, dict[str, np.ndarray]]:

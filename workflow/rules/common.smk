@@ -7,8 +7,8 @@ from pathlib import Path
 from fusion.data.qm9xtb import N_SHARDS as QM9XTB_SHARDS
 from fusion.data.registry import (
     dataset_cache_path,
-    dataset_card,
     dataset_keys,
+    dataset_states,
     family_inputs,
 )
 from fusion.models.registry import model_names
@@ -176,7 +176,7 @@ def get_run_spec(wildcards):
 
 def multi_state_datasets():
     """Configured datasets labelled with several electronic states (card key "states")."""
-    return [d for d in config["datasets"] if len(dataset_card(d).get("states", [])) > 1]
+    return [d for d in config["datasets"] if len(dataset_states(d)) > 1]
 
 
 def get_final_outputs(wildcards=None):
