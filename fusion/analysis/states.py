@@ -37,7 +37,7 @@ def _mean_std(values: pd.Series) -> tuple[float, float]:
     v = values.to_numpy(dtype=float)
     if v.size == 0:
         return np.nan, np.nan
-    return float(v.mean()), (float(v.std(ddof=1)) if v.size > 1 else np.nan)
+    return float(v.mean()), agg._std(v)
 
 
 def states_table(summary: pd.DataFrame) -> pd.DataFrame:
