@@ -194,12 +194,19 @@ def _frames_of_xyz(data: bytes, source: str) -> dict[str, np.ndarray]:
             "forces": fr.forces}
 
 
-def _load_frames(path: Path, extra: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+def _load_frames(path: Path, extra: tuple[str, ...] = (), n_states: int | None = None
+                 ) -> dict[str, np.ndarray]:
+    """A frames cache with its shapes checked; ``n_states``: multi-state labels (energy
+    [M, S], forces [A, S, 3], ``states`` [S]; ``torsion`` [M] when in ``extra``)."""
     raw = load_npz_checked(path, CACHE_FORMAT_VERSION, _FRAME_KEYS + extra)
     m, a = raw["n_atoms"].shape[0], int(raw["n_atoms"].sum())
-    for key, shape in (("z", (a,)), ("pos", (a, 3)), ("energy", (m,)), ("forces", (a, 3)),
-                       ("subset", (m,))):
-        if raw[key].shape != shape:
+    per_state = () if n_states is None else (n_states,)
+    shapes = {"z": (a,), "pos": (a, 3), "energy": (m, *per_state),
+              "forces": (a, *per_state, 3), "subset": (m,)}
+    if n_states is not None:
+        shapes.update(states=(n_states,), torsion=(m,))
+    for key, shape in shapes.items():
+        if key in raw and raw[key].shape != shape:
             raise cache_error(path, f"array {key!r} has shape {raw[key].shape}, expected {shape}")
     return raw
 
@@ -638,20 +645,6 @@ def prepare_xxmd_states(molecule: str, cache_dir: str | os.PathLike = "resources
     return path
 
 
-def _load_state_frames(path: Path, molecule: str) -> dict[str, np.ndarray]:
-    extra = ("states", "torsion") if molecule == "stilbene" else ("states",)
-    raw = load_npz_checked(path, CACHE_FORMAT_VERSION, _FRAME_KEYS + extra)
-    m, a = raw["n_atoms"].shape[0], int(raw["n_atoms"].sum())
-    s = len(XXMD_CASSCF_STATES)
-    shapes = {"z": (a,), "pos": (a, 3), "energy": (m, s), "forces": (a, s, 3),
-              "subset": (m,), "states": (s,), "torsion": (m,)}
-    for key in ("z", "pos", "energy", "forces", "subset") + extra:
-        if raw[key].shape != shapes[key]:
-            raise cache_error(path, f"array {key!r} has shape {raw[key].shape}, expected "
-                                    f"{shapes[key]}")
-    return raw
-
-
 def load_xxmd_states(molecule: str, cache_dir: str | os.PathLike = "resources",
                      n_train: int | None = None, n_val: int | None = None,
                      n_test: int | None = None, seed: int = 0,
@@ -665,7 +658,8 @@ def load_xxmd_states(molecule: str, cache_dir: str | os.PathLike = "resources",
     path = family_cache_path(family, cache_dir)
     if not path.exists():
         prepare_xxmd_states(molecule, cache_dir, opener)
-    raw = _load_state_frames(path, molecule)
+    extra = ("states", "torsion") if molecule == "stilbene" else ("states",)
+    raw = _load_frames(path, extra, n_states=len(XXMD_CASSCF_STATES))
     structures = _structures(raw, family)
     structures.meta["states"] = [str(state) for state in raw["states"]]
     if "torsion" in raw:
