@@ -70,6 +70,13 @@ class RunSpec:
                 raise ValueError(
                     f"run spec key {key!r} should be {expected.__name__}, got {value!r}"
                 )
+        for key in ("out_dir", "cache_dir"):
+            value = d.get(key, "resources")
+            if not value.strip() or value.startswith("~"):
+                raise ValueError(
+                    f"run spec key {key!r} should name a directory (not empty, no leading "
+                    f"'~', which is not expanded here: give the full path), got {value!r}"
+                )
         return cls(**d)
 
     @classmethod

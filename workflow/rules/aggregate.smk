@@ -61,8 +61,8 @@ rule aggregate:
     params:
         models=report_models(config),
     shell:
-        "fusion aggregate {input} --out-dir results/tables --model-pages {params.models} "
-        "2>&1 | tee {log}"
+        "fusion aggregate {input:q} --out-dir results/tables --model-pages {params.models:q} "
+        "2>&1 | tee {log:q}"
 
 
 # Per-state errors (S0, S1, S1 - S0 gap) of multi-state datasets such as stilbene-tddft.
@@ -83,4 +83,4 @@ rule states_table:
     conda:
         "../../environment.yml"
     shell:
-        "fusion states-table --summary {input} --out-dir results/tables 2>&1 | tee {log}"
+        "fusion states-table --summary {input:q} --out-dir results/tables 2>&1 | tee {log:q}"

@@ -12,6 +12,7 @@ from fusion.data.registry import (
     family_inputs,
 )
 from fusion.models.registry import model_names
+from fusion.workflow_config import config_path
 
 
 def _check_grid(config):
@@ -63,7 +64,8 @@ def _check_grid(config):
 
 _check_grid(config)
 
-CACHE_DIR = config.get("cache_dir", "resources")
+# Dataset caches: checked (not empty, no braces or newlines) and ~ expanded once, here.
+CACHE_DIR = config_path(config, "cache_dir", "resources")
 
 
 def _alternatives(names):

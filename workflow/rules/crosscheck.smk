@@ -42,4 +42,4 @@ rule crosscheck_mace:
         workdir=lambda wildcards, output: os.path.dirname(output[0]),
     shell:
         "python -m fusion.crosscheck --spec {params.spec:q} --workdir {params.workdir:q} "
-        "2>&1 | tee {log}"
+        "2>&1 | tee {log:q}"

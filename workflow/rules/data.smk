@@ -18,8 +18,8 @@ rule prepare_dataset:
     shell:
         # xTB (tblite) and pyscf spin up one OpenMP thread per core unless told: with
         # several jobs in parallel that oversubscribes the CPU many times over.
-        "OMP_NUM_THREADS={threads} fusion prepare {wildcards.family} "
-        "--cache-dir {params.cache_dir} 2>&1 | tee {log}"
+        "OMP_NUM_THREADS={threads} fusion prepare {wildcards.family:q} "
+        "--cache-dir {params.cache_dir:q} 2>&1 | tee {log:q}"
 
 
 # UNiTE's orbital features of all of QM9 (qm9xtb): one job per shard, merged by
@@ -38,5 +38,5 @@ rule qm9xtb_shard:
         cache_dir=lambda wildcards, output: Path(output[0]).parents[2],
         n_shards=QM9XTB_SHARDS,
     shell:
-        "OMP_NUM_THREADS={threads} python -m fusion.data.qm9xtb --cache-dir {params.cache_dir} "
-        "--shard {wildcards.shard} --n-shards {params.n_shards} 2>&1 | tee {log}"
+        "OMP_NUM_THREADS={threads} python -m fusion.data.qm9xtb --cache-dir {params.cache_dir:q} "
+        "--shard {wildcards.shard:q} --n-shards {params.n_shards:q} 2>&1 | tee {log:q}"

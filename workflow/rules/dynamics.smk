@@ -70,7 +70,7 @@ rule dynamics:
     params:
         spec=get_dynamics_spec,
     shell:
-        "fusion dynamics --spec {params.spec:q} 2>&1 | tee {log}"
+        "fusion dynamics --spec {params.spec:q} 2>&1 | tee {log:q}"
 
 
 rule dynamics_table:
@@ -106,5 +106,5 @@ rule dynamics_table:
     conda:
         "../../environment.yml"
     shell:
-        "fusion dynamics-table {input} --tables-dir results/tables "
-        "--figures-dir results/figures 2>&1 | tee {log}"
+        "fusion dynamics-table {input:q} --tables-dir results/tables "
+        "--figures-dir results/figures 2>&1 | tee {log:q}"

@@ -67,8 +67,8 @@ rule figures:
     params:
         datasets=config["datasets"],
     shell:
-        "fusion figures --summary {input.summary} --logs {input.logs} "
-        "--datasets {params.datasets} --out-dir results/figures 2>&1 | tee {log}"
+        "fusion figures --summary {input.summary:q} --logs {input.logs:q} "
+        "--datasets {params.datasets:q} --out-dir results/figures 2>&1 | tee {log:q}"
 
 
 rule dataset_cards:
@@ -89,8 +89,8 @@ rule dataset_cards:
         datasets=config["datasets"],
         cache_dir=CACHE_DIR,
     shell:
-        "fusion cards {params.datasets} --cache-dir {params.cache_dir} --out {output} "
-        "2>&1 | tee {log}"
+        "fusion cards {params.datasets:q} --cache-dir {params.cache_dir:q} --out {output:q} "
+        "2>&1 | tee {log:q}"
 
 
 # Requested by rule all when results/benchmarks/product.png exists (common.smk); drawn from
@@ -110,5 +110,5 @@ rule product_benchmark_figure:
     conda:
         "../../environment.yml"
     shell:
-        "fusion figures --kernels {input} --kernel-name product_speedup "
-        "--out-dir results/figures 2>&1 | tee {log}"
+        "fusion figures --kernels {input:q} --kernel-name product_speedup "
+        "--out-dir results/figures 2>&1 | tee {log:q}"

@@ -13,7 +13,7 @@ rule composition_baseline:
     params:
         spec=get_run_spec,
     shell:
-        "fusion composition --spec {params.spec:q} 2>&1 | tee {log}"
+        "fusion composition --spec {params.spec:q} 2>&1 | tee {log:q}"
 
 
 rule train:
@@ -33,7 +33,7 @@ rule train:
     params:
         spec=get_run_spec,
     shell:
-        "fusion train --spec {params.spec:q} 2>&1 | tee {log}"
+        "fusion train --spec {params.spec:q} 2>&1 | tee {log:q}"
 
 
 ruleorder: composition_baseline > train
