@@ -1,7 +1,8 @@
 """Shared test set-up.
 
-- Importing ``fusion`` first sets the torch loading flag e3nn 0.4.4 needs (see
-  fusion/__init__.py), whatever order a test module imports e3nn and mace in.
+- Importing ``fusion._mace_first`` first imports mace before e3nn with safe loading left
+  on (it allow-lists the one global e3nn 0.4.4's constants need), whatever order a test
+  module imports e3nn and mace in.
 - One intra-op thread: the tests use small tensors, where threads only add overhead
   (and oversubscribe CI's 2 cores when subprocesses run).
 """
@@ -13,7 +14,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-import fusion  # noqa: E402, F401
+import fusion._mace_first  # noqa: E402, F401
 
 torch.set_num_threads(1)
 
