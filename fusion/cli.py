@@ -2,8 +2,10 @@
 
     fusion list                          # datasets, models and variants
     fusion prepare qm9                   # build the dataset cache under resources/
+    fusion data import DIR               # place real benchmark files by hand (sha256-checked)
     fusion composition --spec JSON       # composition baseline -> metrics.json
     fusion train --spec JSON             # train one (dataset, model, variant, seed)
+    fusion evaluate --spec JSON          # a transfer test set (acac-600K) with its trained run
     fusion params --model mace --variant baseline [--hparams JSON]
     fusion cards qm9-U0 --out results/tables/dataset_cards.md
     fusion aggregate METRICS... --out-dir results/tables
@@ -55,6 +57,15 @@ def _cmd_prepare(args) -> None:
     print(f"{args.family}: cache {path} ready in {time.time() - started:.1f} s")
 
 
+def _cmd_data_import(args) -> None:
+    from fusion.data.sources import import_files
+
+    report = import_files(args.folder, args.cache_dir)
+    if report.refused:
+        raise ValueError(f"{len(report.refused)} file(s) refused (sha256 mismatch, listed "
+                         f"above); {len(report.copied) + len(report.present)} in place")
+
+
 def _cmd_composition(args) -> None:
     from fusion.experiment import run_composition, spec_from_env_or_arg
 
@@ -70,6 +81,13 @@ def _cmd_train(args) -> None:
         f"test MAE {m['test']['mae']:.3f} {m['units']['y']}, "
         f"{m['n_params']:,} parameters, {m['train']['seconds_per_epoch']:.1f} s/epoch"
     )
+
+
+def _cmd_evaluate(args) -> None:
+    from fusion.experiment import spec_from_env_or_arg
+    from fusion.transfer import run_transfer_evaluation
+
+    run_transfer_evaluation(spec_from_env_or_arg(args.spec))
 
 
 def _cmd_params(args) -> None:
@@ -184,9 +202,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default="resources")
     p.set_defaults(func=_cmd_prepare)
 
+    p = sub.add_parser("data", help="manage raw benchmark files")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    p = data_sub.add_parser(
+        "import", help="copy pinned benchmark files from a folder into the cache, sha256-checked"
+    )
+    p.add_argument("folder", help="folder holding e.g. rmd17-npz/*.npz or dataset_acac/*.xyz")
+    p.add_argument("--cache-dir", default="resources")
+    p.set_defaults(func=_cmd_data_import)
+
     for name, func, text in (
         ("composition", _cmd_composition, "fit the composition baseline"),
         ("train", _cmd_train, "train one model (resumes from its checkpoint)"),
+        ("evaluate", _cmd_evaluate, "test a trained run on a transfer dataset (trained_as)"),
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--spec", help="run spec as JSON, or @file.json")

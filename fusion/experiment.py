@@ -94,9 +94,12 @@ class RunSpec:
 
 
 def _load_split(spec: RunSpec):
-    from fusion.data.registry import get_dataset
+    from fusion.data.registry import dataset_card, get_dataset
 
     split = {k: spec.split.get(k) for k in ("n_train", "n_val", "n_test")}
+    # Datasets with official splits per seed (rMD17: seed s = the author's pair s + 1).
+    if dataset_card(spec.dataset).get("split_per_seed"):
+        split["seed"] = spec.seed
     return get_dataset(spec.dataset, cache_dir=spec.cache_dir, **split)
 
 
@@ -166,7 +169,11 @@ def model_stats(structures, train_idx, r_max: float):
     from fusion.models.registry import ModelStats
 
     elements = tuple(int(z) for z in np.unique(structures.z))
-    e0 = fit_composition(structures, train_idx, elements)  # [Z] or [Z, S]
+    given = structures.meta.get("e0s")  # isolated-atom energies shipped with the data
+    if given is not None and structures.y.ndim == 1 and all(z in given for z in elements):
+        e0 = np.array([given[z] for z in elements], dtype=np.float64)  # [Z]
+    else:
+        e0 = fit_composition(structures, train_idx, elements)  # [Z] or [Z, S]
     residual = structures.y[train_idx] - predict_composition(structures, train_idx, elements, e0)
     per_atom = residual / structures.n_atoms[train_idx].reshape((-1,) + (1,) * (e0.ndim - 1))
     if structures.forces is not None:
@@ -177,12 +184,15 @@ def model_stats(structures, train_idx, r_max: float):
         scale = float(np.sqrt(np.mean(train_forces**2))) or 1.0
     else:
         scale = float(np.std(per_atom)) or 1.0
+    # Fitted E0s leave residuals of mean ~0; isolated-atom E0s leave the binding energy per
+    # atom, which the model's shift carries (as mace_run_train's mean interaction energy).
+    shift = float(np.mean(per_atom)) if given is not None and e0.ndim == 1 else 0.0
     return ModelStats(
         elements=elements,
         atomic_energies=np.asarray(e0, dtype=np.float64).T,  # [Z] or [S, Z]
         avg_num_neighbors=float(average_num_neighbors(structures, train_idx, r_max)),
         scale=scale,
-        shift=0.0,
+        shift=shift,
     )
 
 
@@ -227,6 +237,12 @@ def _run_training(spec: RunSpec, log) -> dict:
     from fusion.train.trainer import TrainConfig, train
 
     check_model_name(spec.model, spec.variant)
+    from fusion.data.registry import dataset_card
+
+    trained_as = dataset_card(spec.dataset).get("trained_as")
+    if trained_as is not None:
+        raise ValueError(f"{spec.dataset} shares its training set with {trained_as}: train "
+                         f"{trained_as} and run `fusion evaluate` for {spec.dataset}")
     config = TrainConfig.from_dict({"seed": spec.seed, "threads": spec.threads, **spec.training})
     torch.set_num_threads(spec.threads)
     dtype = torch.float64 if config.dtype == "float64" else torch.float32

@@ -596,6 +596,8 @@ def _literature_rows(
     """One row per published (model, paper) for ``dataset``: energy MAE and force MAE."""
     rows: dict[tuple[str, str], dict] = {}
     for entry in lit.literature_for(dataset):
+        if entry.metric not in ("mae", "forces_mae"):  # RMSE anchors: study tables only
+            continue
         row = rows.setdefault(
             (entry.model, entry.citation),
             {

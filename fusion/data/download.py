@@ -149,7 +149,8 @@ def fetch(remote: RemoteFile, cache_dir: str | os.PathLike = "resources",
     opener = opener or _default_opener
     folder = download_dir(cache_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / remote.name
+    path = folder / remote.name  # a name may hold a folder: <folder>/<file>
+    path.parent.mkdir(parents=True, exist_ok=True)
     with _locked(path):
         expected = remote.sha256 or _recorded_sha(path)
         if path.is_file():

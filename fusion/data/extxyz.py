@@ -86,9 +86,12 @@ def read_extxyz(path: str | os.PathLike, energy_keys: Sequence[str] = ENERGY_KEY
 
 
 def parse_extxyz(text: str, path: str, energy_keys: Sequence[str] = ENERGY_KEYS,
-                 forces_keys: Sequence[str] = FORCES_KEYS) -> XYZFrames:
+                 forces_keys: Sequence[str] = FORCES_KEYS,
+                 require_forces: bool = True) -> XYZFrames:
     """As :func:`read_extxyz` for the contents ``text`` of a file named ``path`` (used in
-    messages, e.g. ``archive.tar.gz:member.xyz``)."""
+    messages, e.g. ``archive.tar.gz:member.xyz``). ``require_forces=False`` reads
+    energy-only files (e.g. the acac dihedral scan): frames without a forces column get
+    zero forces and ``info["has_forces"] = "F"``."""
     lines = text.splitlines()
     sym = _symbol_to_z()
     zs, poss, fs, ns, es, infos = [], [], [], [], [], []
@@ -115,7 +118,9 @@ def parse_extxyz(text: str, path: str, energy_keys: Sequence[str] = ENERGY_KEYS,
             raise FrameError(f"{where}: no energy in the comment line; expected one of "
                              f"{list(energy_keys)}, found keys {sorted(info)}")
         fkey = next((k for k in forces_keys if k in cols), None)
-        if fkey is None:
+        if fkey is None and not require_forces:
+            info["has_forces"] = "F"
+        elif fkey is None:
             raise FrameError(f"{where}: no forces column; expected one of {list(forces_keys)} "
                              f"in Properties={props!r}")
         for need in ("species", "pos"):
@@ -137,10 +142,15 @@ def parse_extxyz(text: str, path: str, energy_keys: Sequence[str] = ENERGY_KEYS,
             z = np.array([int(s) if s.isdigit() else sym[s] for s in species], dtype=np.int64)
         except KeyError as err:
             raise FrameError(f"{where}: unknown element symbol {err.args[0]!r}") from None
-        p0, f0 = cols["pos"][0], cols[fkey][0]
+        p0 = cols["pos"][0]
         try:
-            table = np.array([[float(v) for v in row[p0:p0 + 3] + row[f0:f0 + 3]]
-                              for row in rows])  # [n, 6]
+            if fkey is None:  # energy-only frame: zero forces, flagged in info
+                table = np.array([[float(v) for v in row[p0:p0 + 3]] + [0.0] * 3
+                                  for row in rows])
+            else:
+                f0 = cols[fkey][0]
+                table = np.array([[float(v) for v in row[p0:p0 + 3] + row[f0:f0 + 3]]
+                                  for row in rows])  # [n, 6]
         except ValueError as err:
             raise FrameError(f"{where}: non-numeric position or force ({err})") from None
         bad = ~np.isfinite(table)

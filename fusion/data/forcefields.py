@@ -1,4 +1,6 @@
-"""Downloaded force-field benchmarks: rMD17, original MD17, 3BPA and xxMD.
+"""Downloaded force-field benchmarks: rMD17 (whole archive), original MD17, 3BPA and xxMD.
+
+``rmd17-<mol>`` (the author's split files, the study's rMD17) lives in :mod:`fusion.data.rmd17`.
 
 All of them are loaded into :class:`~fusion.data.structures.Structures` with ``y`` the
 total energy in eV and ``forces`` in eV/Å (reported in meV and meV/Å). Raw files are
@@ -9,7 +11,8 @@ once into ``<cache_dir>/<family>/<family>.npz`` (atomic write, format-versioned)
 ============ ============================ ===================================================
 family       source                       split
 ============ ============================ ===================================================
-rmd17-<mol>  figshare 12672038 (rMD17)    official ``index_{train,test}_0N.csv`` (N = 1..5):
+rmd17-full-  figshare 12672038 (rMD17,     official ``index_{train,test}_0N.csv`` (N = 1..5):
+<mol>        the whole 100k-frame archive)
                                           the 1,000 train indices permuted with
                                           ``RandomState(0)``: 950 train / 50 val; 1,000 test
 md17-<mol>   sgdml.org / quantum-machine  ``RandomState(0)`` permutation: 950 / 50 / 1,000
@@ -300,7 +303,7 @@ def prepare_rmd17(molecule: str, cache_dir: str | os.PathLike = "resources",
         if idx.size and (idx.min() < 0 or idx.max() >= m):
             raise ValueError(f"{archive}: split {key} has indices outside 0..{m - 1}")
         raw[key] = idx
-    path = family_cache_path(f"rmd17-{molecule}", cache_dir)
+    path = family_cache_path(f"rmd17-full-{molecule}", cache_dir)
     save_npz_atomic(path, raw, CACHE_FORMAT_VERSION)
     return path
 
@@ -314,7 +317,7 @@ def load_rmd17(molecule: str, cache_dir: str | os.PathLike = "resources",
     indices, cut to the first ``n_*``. ``seed`` is the training seed (split fixed)."""
     if split_index not in range(1, 6):
         raise ValueError(f"rMD17 split_index must be 1..5, got {split_index}")
-    path = family_cache_path(f"rmd17-{molecule}", cache_dir)
+    path = family_cache_path(f"rmd17-full-{molecule}", cache_dir)
     _lookup(molecule, RMD17_MOLECULES, "rMD17")
     if not path.exists():
         prepare_rmd17(molecule, cache_dir, opener)
@@ -322,8 +325,8 @@ def load_rmd17(molecule: str, cache_dir: str | os.PathLike = "resources",
     raw = _load_frames(path, extra)
     train, val = _val_from_train(raw[f"train_{split_index}"], 50)
     stored = {"train": train, "val": val, "test": raw[f"test_{split_index}"]}
-    return _structures(raw, f"rmd17-{molecule}"), take_splits(
-        stored, n_train, n_val, n_test, where=f"rmd17-{molecule}")
+    return _structures(raw, f"rmd17-full-{molecule}"), take_splits(
+        stored, n_train, n_val, n_test, where=f"rmd17-full-{molecule}")
 
 
 # ---------------------------------------------------------------------- MD17
@@ -672,11 +675,11 @@ _UNITS = "energy eV (reported meV), forces eV/Å (reported meV/Å)"
 
 def _register() -> None:
     for mol in RMD17_MOLECULES:
-        family = f"rmd17-{mol}"
+        family = f"rmd17-full-{mol}"
         register_family(DatasetFamily(family, partial(family_cache_path, family),
                                       partial(prepare_rmd17, mol)))
         register(DatasetSpec(family, partial(load_rmd17, mol), family=family, card={
-            "name": f"rMD17 {mol}",
+            "name": f"rMD17 {mol} (whole figshare archive, 100k frames)",
             "source": f"{RMD17_ARCHIVE.url} (figshare 12672038); Christensen & von "
                       "Lilienfeld, Mach. Learn.: Sci. Technol. 1, 045018 (2020)",
             "license": "see the figshare record 12672038",

@@ -5,7 +5,7 @@ Dataset keys ``rmd17xtb-<mol>`` for the 10 rMD17 molecules of
 :data:`fusion.data.forcefields.RMD17_MOLECULES`, each its own family with cache
 ``<cache_dir>/rmd17xtb-<mol>/rmd17xtb-<mol>.npz`` (built by ``fusion prepare
 rmd17xtb-<mol>``, i.e. :func:`prepare_rmd17xtb`). The prepare step loads the
-``rmd17-<mol>`` dataset through the registry (building its cache from the figshare archive
+``rmd17-full-<mol>`` dataset through the registry (building its cache from the figshare archive
 first if missing), computes xTB features only for the frames of its train / val / test split
 (official split 1: 950 / 50 / 1,000, so 2,000 of the 100,000 frames) and writes the feature
 cache atomically.
@@ -58,7 +58,7 @@ def prepare_rmd17xtb(molecule: str, cache_dir: str | os.PathLike = "resources",
                      n_test: int | None = None, opener=None) -> Path:
     """Compute the xTB features of the split frames of rMD17 ``molecule`` and write the cache.
 
-    The frames are those of ``rmd17-<molecule>`` (official split 1, 950 / 50 / 1,000), cut to
+    The frames are those of ``rmd17-full-<molecule>`` (official split 1, 950 / 50 / 1,000), cut to
     the first ``n_*`` of each split when given (tests, small runs). ``opener`` goes to the
     rMD17 download (see :func:`fusion.data.download.fetch`). The cache holds the features,
     the rMD17 frame index of each cached frame (``rmd17_frame``), its positions (Å, to detect
@@ -71,7 +71,7 @@ def prepare_rmd17xtb(molecule: str, cache_dir: str | os.PathLike = "resources",
 
     _check_molecule(molecule)
     family = f"rmd17xtb-{molecule}"
-    structures, splits = get_dataset(f"rmd17-{molecule}", cache_dir=cache_dir, n_train=n_train,
+    structures, splits = get_dataset(f"rmd17-full-{molecule}", cache_dir=cache_dir, n_train=n_train,
                                      n_val=n_val, n_test=n_test, split_index=SPLIT_INDEX,
                                      opener=opener)
     names = ("train", "val", "test")
@@ -104,7 +104,7 @@ def load_rmd17xtb(molecule: str, cache_dir: str | os.PathLike = "resources",
 
     The family cache must exist (``fusion prepare rmd17xtb-<molecule>``); ``n_*`` keep the
     first n of each cached split and may not exceed it; ``seed`` is the training seed (the
-    split is fixed). The cached frames are checked against the ``rmd17-<molecule>`` cache.
+    split is fixed). The cached frames are checked against the ``rmd17-full-<molecule>`` cache.
     """
     from fusion.data.cache import cache_error
     from fusion.data.registry import get_dataset
@@ -117,17 +117,17 @@ def load_rmd17xtb(molecule: str, cache_dir: str | os.PathLike = "resources",
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; build it with `fusion prepare {family}`")
     features, rest = load_feature_set(path, _CACHE_KEYS)
-    source, _ = get_dataset(f"rmd17-{molecule}", cache_dir=cache_dir, opener=opener)
+    source, _ = get_dataset(f"rmd17-full-{molecule}", cache_dir=cache_dir, opener=opener)
     frames = rest["rmd17_frame"].astype(np.int64)
     if frames.size and (frames.min() < 0 or frames.max() >= len(source)):
         raise cache_error(path, f"its frame indices exceed the {len(source)} frames of "
-                                f"rmd17-{molecule}; rebuild it")
+                                f"rmd17-full-{molecule}; rebuild it")
     n_atoms = source.n_atoms[frames]
     atoms = ragged_arange(source.offsets[frames], n_atoms)  # [A]
     if not np.array_equal(n_atoms, features.node_counts) or \
             rest["pos"].shape != source.pos[atoms].shape or \
             not np.allclose(rest["pos"], source.pos[atoms], rtol=0.0, atol=1e-9):
-        raise cache_error(path, f"its frames differ from the rmd17-{molecule} cache (atom "
+        raise cache_error(path, f"its frames differ from the rmd17-full-{molecule} cache (atom "
                                 "counts or positions); rebuild it")
     reference = source.y[frames]  # [M] eV
     offset = float(rest["delta_offset"])
@@ -148,7 +148,7 @@ def load_rmd17xtb(molecule: str, cache_dir: str | os.PathLike = "resources",
 
 def _source_cache(molecule: str, cache_dir: str | os.PathLike) -> list[Path]:
     """The rMD17 cache the features are computed from (its own workflow job)."""
-    return [family_cache_path(f"rmd17-{molecule}", cache_dir)]
+    return [family_cache_path(f"rmd17-full-{molecule}", cache_dir)]
 
 
 def _register() -> None:
@@ -160,7 +160,7 @@ def _register() -> None:
         register(DatasetSpec(family, partial(load_rmd17xtb, mol), family=family, card={
             "name": f"rMD17 {mol}, Δ-learning target: rMD17 energy - GFN2-xTB energy",
             "source": "rMD17 (figshare 12672038; Christensen & von Lilienfeld 2020), via "
-                      f"dataset rmd17-{mol}; GFN2-xTB energies and features computed with "
+                      f"dataset rmd17-full-{mol}; GFN2-xTB energies and features computed with "
                       "tblite (S, H0, P, F in the AO basis) per frame",
             "license": "see the figshare record 12672038; tblite LGPL-3.0",
             "offline": False,

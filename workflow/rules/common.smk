@@ -7,6 +7,7 @@ from pathlib import Path
 from fusion.data.qm9xtb import N_SHARDS as QM9XTB_SHARDS
 from fusion.data.registry import (
     dataset_cache_path,
+    dataset_card,
     dataset_keys,
     dataset_states,
     family_inputs,
@@ -72,6 +73,15 @@ def _alternatives(names):
     return "|".join(re.escape(n) for n in sorted(names))
 
 
+# Transfer datasets (card "trained_as", e.g. acac-600K) are evaluated with the model of the
+# dataset they share their training set with, never trained (rule evaluate_transfer).
+TRANSFER_DATASETS = sorted(
+    d for d in dataset_keys() if dataset_card(d).get("trained_as")
+)
+TRAINED_DATASETS = _alternatives(set(dataset_keys()) - set(TRANSFER_DATASETS))
+EVALUATED_DATASETS = _alternatives(TRANSFER_DATASETS) if TRANSFER_DATASETS else "(?!)"
+
+
 wildcard_constraints:
     dataset=_alternatives(dataset_keys()),
     model=_alternatives(model_names()),
@@ -134,7 +144,19 @@ def get_all_metrics(wildcards=None):
 
 
 def get_all_logs(wildcards=None):
-    return [f"{run_dir(*run)}/log.csv" for run in grid() if run[1] != "composition"]
+    """Training logs (learning curves): trained runs only, not composition or transfer."""
+    return [
+        f"{run_dir(*run)}/log.csv"
+        for run in grid()
+        if run[1] != "composition" and run[0] not in TRANSFER_DATASETS
+    ]
+
+
+def get_transfer_source(wildcards):
+    """metrics.json and model.pt of the training run a transfer run evaluates."""
+    source = dataset_card(wildcards.dataset)["trained_as"]
+    folder = run_dir(source, wildcards.model, wildcards.variant, wildcards.seed)
+    return [f"{folder}/metrics.json", f"{folder}/model.pt"]
 
 
 def get_family_inputs(wildcards):

@@ -25,6 +25,8 @@ rule train:
         model="results/train/{dataset}/{model}/{variant}/seed-{seed}/model.pt",
     log:
         "results/logs/train/{dataset}/{model}/{variant}/seed-{seed}.log",
+    wildcard_constraints:
+        dataset=TRAINED_DATASETS,
     conda:
         "../../environment.yml"
     threads: config.get("threads", 1)
@@ -36,4 +38,24 @@ rule train:
         "fusion train --spec {params.spec:q} 2>&1 | tee {log:q}"
 
 
+rule evaluate_transfer:
+    input:
+        get_dataset_cache,
+        get_transfer_source,
+    output:
+        "results/train/{dataset}/{model}/{variant}/seed-{seed}/metrics.json",
+    log:
+        "results/logs/evaluate/{dataset}/{model}/{variant}/seed-{seed}.log",
+    wildcard_constraints:
+        dataset=EVALUATED_DATASETS,
+    conda:
+        "../../environment.yml"
+    threads: config.get("threads", 1)
+    params:
+        spec=get_run_spec,
+    shell:
+        "fusion evaluate --spec {params.spec:q} 2>&1 | tee {log:q}"
+
+
 ruleorder: composition_baseline > train
+ruleorder: composition_baseline > evaluate_transfer
