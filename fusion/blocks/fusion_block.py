@@ -200,7 +200,16 @@ class MessageFusion(nn.Module):
         tree: a tree with exactly one leaf named ``node_leaf`` (``h_i``); every other leaf
             is a message leaf. Default: :func:`default_tree` ``((h, A), A)...``.
         mode: ``"density"`` or ``"exact"`` (distinct neighbours; nu <= 4).
-        L_int, weights, num_species, channel_mixing: passed to :class:`FusionTree`.
+        L_int, weights, num_species, channel_mixing, strategy: passed to :class:`FusionTree`.
+        basis: ``"independent"`` (default for path weights without channel mixing) or
+            ``"full"``. Every message leaf carries the same tensor (``A_i`` in density
+            mode, ``m_ij`` / ``A_i`` in the exact corrections) and the block sums over
+            ordered neighbour tuples, so only the part of each path symmetric in the
+            message leaves matters: the independent basis keeps a maximal set of paths
+            whose symmetrised functions are linearly independent (weights = rank, same
+            function space; e.g. ``((h, A), A)`` with h ``0e+1o+2e`` and A ``0e..3o``: 58
+            weights per (species, channel) instead of 98). Output labels that no
+            symmetric combination reaches are zero (``fusion.vanishing_outputs``).
 
     Shapes: ``forward(node_feats [N, irreps_node.dim], messages [E, irreps_message.dim],
     receiver [E], species [N] | None)`` -> ``[N, irreps_out.dim]``.
@@ -224,6 +233,8 @@ class MessageFusion(nn.Module):
         weights: str = "path",
         num_species: int | None = None,
         channel_mixing: bool = False,
+        basis: str | None = None,
+        strategy: str = "auto",
     ):
         super().__init__()
         if mode not in MODES:
@@ -244,6 +255,9 @@ class MessageFusion(nn.Module):
                 f"MessageFusion: nu={nu} but tree {tree} has {tree_nu - 1} message leaves "
                 f"(nu = {tree_nu}); pass nu=None or a matching tree"
             )
+        if basis is None:
+            basis = "independent" if weights == "path" and not channel_mixing else "full"
+        message_leaves = [k for k in range(tree.num_leaves) if k != node_leaves[0]]
         self.fusion = FusionTree(
             tree,
             [labels_h if k == node_leaves[0] else labels_m for k in range(tree.num_leaves)],
@@ -253,7 +267,12 @@ class MessageFusion(nn.Module):
             weights=weights,
             num_species=num_species,
             channel_mixing=channel_mixing,
+            strategy=strategy,
+            basis=basis,
+            tie=[message_leaves] if len(message_leaves) > 1 else [],
         )
+        self.basis = basis
+        self.message_leaves = message_leaves
         self.tree = tree
         self.nu = tree_nu
         self.mode = mode
@@ -344,7 +363,7 @@ class FusionBlock(nn.Module):
         irreps_node: node feature labels (with ``channels``) or ``Cx`` irreps.
         irreps_out: output labels (``"0e"`` for invariants).
         channels: ``C``.
-        nu, tree, mode, L_int, weights, num_species, channel_mixing: see
+        nu, tree, mode, L_int, weights, num_species, channel_mixing, basis, strategy: see
             :class:`MessageFusion`.
         lmax_sh, irreps_message, r_max, num_bessel, num_polynomial_cutoff, radial_mlp: see
             :class:`EdgeMessage`.
@@ -374,6 +393,8 @@ class FusionBlock(nn.Module):
         num_polynomial_cutoff: int = 5,
         radial_mlp: Sequence[int] = (64, 64),
         avg_num_neighbors: float = 1.0,
+        basis: str | None = None,
+        strategy: str = "auto",
     ):
         super().__init__()
         self.message = EdgeMessage(
@@ -399,6 +420,8 @@ class FusionBlock(nn.Module):
             weights=weights,
             num_species=num_species,
             channel_mixing=channel_mixing,
+            basis=basis,
+            strategy=strategy,
         )
         self.channels = C
         self.irreps_in = self.message.irreps_in

@@ -85,6 +85,13 @@ def map_mace_weights(
         co = g.coefficients  # [P, m, k]
         if Wm.shape[1] == 0 or cm.abs().max() == 0:
             continue
+        if co.shape[0] == 0:  # no path of ours: mace's paths must vanish here as well
+            if cm.abs().max() > 1e-9:
+                raise ValueError(
+                    f"mace has non-zero symmetric paths for {g.ir_out}, nu={g.nu} where this "
+                    f"basis has none (max coefficient {cm.abs().max():.2e}); use basis='full'"
+                )
+            continue
         A = co.reshape(co.shape[0], -1).T  # [m*k, P]
         B = cm.reshape(cm.shape[0], -1).T  # [m*k, Q]
         T = torch.linalg.lstsq(A, B, driver="gelsd").solution  # [P, Q]

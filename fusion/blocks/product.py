@@ -30,6 +30,7 @@ import fusion._mace_first  # noqa: F401  (mace before e3nn)
 
 # isort: split
 
+import warnings
 from functools import lru_cache
 
 import torch
@@ -412,6 +413,10 @@ class FusionProduct(nn.Module):
         outs_s = "+".join(str(ir) for ir in outs)
         sb, layout, U = _cached_basis(irs_s, outs_s, self.correlation, basis, lmax_internal)
         self.symmetric_basis, self.layout = sb, layout
+        # outputs no symmetric product reaches: zero (as mace's), no weights; said once here
+        self.unreachable_outputs = [str(ir) for ir in sb.unreachable]
+        if sb.unreachable:
+            warnings.warn(f"FusionProduct: {sb.unreachable_message}", stacklevel=2)
         plan = kernel_plan(layout)
         self._classes: list[list[int]] = plan["classes"]
         self._rows_identity: bool = plan["rows_identity"]
@@ -563,8 +568,8 @@ class FusionProduct(nn.Module):
         A = node_feats.reshape(N, C * D).index_select(0, perm).t().contiguous().view(C, D, N)
         W = self.path_weights()  # [E, P, C]
         Ks = fold_kernel(W, self.fold, self._classes)  # [E, C, P_cls, R_cls] per class
-        if N == 0:
-            out = node_feats.new_zeros(C, M, 0)
+        if N == 0 or len(self._classes) == 0:  # no nodes, or every output unreachable
+            out = node_feats.new_zeros(C, M, N)
         elif self.fast and not torch.jit.is_scripting():
             out = self._contract_fast(A, Ks, counts)
         else:

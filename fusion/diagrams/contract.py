@@ -27,9 +27,11 @@ import fusion._mace_first  # noqa: F401  (mace before e3nn)
 # isort: split
 
 import math
+from functools import lru_cache
 from typing import NamedTuple
 
 import torch
+from e3nn import o3
 from torch import nn
 
 from fusion.diagrams.cg import coupling
@@ -37,10 +39,78 @@ from fusion.diagrams.irreps import channel_irreps, component_index, parse_irreps
 from fusion.diagrams.paths import FusionDiagram, resolve_leaf_specs
 from fusion.diagrams.tree import Tree
 
-__all__ = ["FusionTree", "Instruction"]
+__all__ = ["FusionTree", "Instruction", "independent_paths"]
 
 _WEIGHT_MODES = ("path", "vertex")
 _STRATEGIES = ("auto", "dense", "sparse")
+_BASES = ("full", "independent")
+
+
+def _tie_groups(tree: Tree, diagram: FusionDiagram, tie) -> tuple[tuple[int, ...], ...]:
+    """Leaf positions that carry the same tensor: ``tie`` or leaves with equal names."""
+    if tie is None:
+        by_name: dict = {}
+        for k, name in enumerate(tree.leaves):
+            by_name.setdefault(name, []).append(k)
+        groups = [g for g in by_name.values() if len(g) > 1]
+    else:
+        groups = [sorted(int(k) for k in g) for g in tie]
+    seen: set = set()
+    for g in groups:
+        if any(k < 0 or k >= tree.num_leaves for k in g) or seen & set(g):
+            raise ValueError(
+                f"tie {tie!r} for tree {tree}: groups must be disjoint leaf positions "
+                f"0..{tree.num_leaves - 1}"
+            )
+        seen |= set(g)
+        if len({diagram.leaf_labels[k] for k in g}) > 1:
+            raise ValueError(
+                f"tree {tree}: tied leaves {g} must have the same irreps, got "
+                f"{[str(channel_irreps(diagram.leaf_labels[k], 1)) for k in g]}"
+            )
+    return tuple(tuple(g) for g in sorted(groups))
+
+
+@lru_cache(maxsize=256)
+def independent_paths(
+    tree: str,
+    leaf_labels: tuple[tuple[str, ...], ...],
+    out_labels: tuple[str, ...],
+    L_int: int | None,
+    tie: tuple[tuple[int, ...], ...],
+    seed: int = 0,
+) -> tuple[int, ...]:
+    """Positions (in ``FusionDiagram.paths``) of a maximal set of paths that are linearly
+    independent as functions of the leaves when the leaves of each ``tie`` group carry the
+    same tensor. Greedy in path order (low internal labels first); the rank test runs on the
+    path values of one channel at random unit-variance inputs (float64), with the zero test
+    relative to that input scale (:func:`fusion.diagrams.symmetric.independent_columns`),
+    so paths whose symmetrised part vanishes are never kept."""
+    from fusion.diagrams.symmetric import independent_columns, single_thread
+
+    with single_thread():
+        full = FusionTree(
+            tree, [list(map(o3.Irrep, ls)) for ls in leaf_labels], list(out_labels),
+            channels=1, L_int=L_int, normalize=False,
+        ).double()
+        d = full.diagram
+        counts = d.counts()
+        n = max(64, 4 * max(counts.values(), default=1))
+        g = torch.Generator().manual_seed(seed)
+        owner = list(range(len(leaf_labels)))
+        for grp in tie:
+            for k in grp:
+                owner[k] = grp[0]
+        dims = [full.irreps_in[k].dim for k in range(len(leaf_labels))]
+        draws = {k: torch.randn(n, dims[k], generator=g, dtype=torch.float64)
+                 for k in sorted(set(owner))}
+        values = full.path_values([draws[owner[k]] for k in range(len(leaf_labels))])
+        kept, start = [], 0
+        for count, v in zip(counts.values(), values):  # v [N, 1, P, 2l+1]
+            cols = v[:, 0].permute(0, 2, 1).reshape(-1, count)  # [N*(2l+1), P]
+            kept += [start + i for i in independent_columns(cols)]
+            start += count
+    return tuple(kept)
 
 
 class Instruction(NamedTuple):
@@ -199,6 +269,17 @@ class FusionTree(nn.Module):
             order one: ``1/sqrt(#paths)`` per output label (path mode) or
             ``1/sqrt(#triples)`` per vertex output label (vertex mode).
         strategy: ``"auto"``, ``"dense"`` or ``"sparse"`` vertex contraction (same results).
+        basis: ``"full"`` (every path) or ``"independent"`` (path mode, no channel mixing):
+            leaves tied together (``tie``; default: leaves with the same name) always carry
+            the same tensor, or the caller sums over their permutations, so only the part of
+            each path symmetric in them matters. Keep a maximal set of paths that are
+            linearly independent as functions of the untied inputs (greedy in path order,
+            rank test on random inputs, :func:`independent_paths`): the same function
+            space with weights = rank. An output label left with no path
+            (``vanishing_outputs``, e.g. ``1e`` from ``0e x Sym^2(A)``) is identically zero
+            and has no weights.
+        tie: groups of leaf positions that carry the same tensor (``basis="independent"``);
+            ``None``: leaves with equal names.
 
     Shapes: ``forward([x_0, ..., x_{m-1}], species=None)`` with ``x_k [N, irreps_in[k].dim]``
     in e3nn layout returns ``[N, irreps_out.dim]`` in e3nn layout.
@@ -223,9 +304,18 @@ class FusionTree(nn.Module):
         channel_mixing: bool = False,
         normalize: bool = True,
         strategy: str = "auto",
+        basis: str = "full",
+        tie=None,
     ):
         super().__init__()
         tree = Tree(tree)
+        if basis not in _BASES:
+            raise ValueError(f"basis must be one of {_BASES}, got {basis!r}")
+        if basis == "independent" and (weights != "path" or channel_mixing):
+            raise ValueError(
+                "basis='independent' needs weights='path' and channel_mixing=False (vertex "
+                "weights and channel mixing do not act path by path)"
+            )
         if weights not in _WEIGHT_MODES:
             raise ValueError(f"weights must be one of {_WEIGHT_MODES}, got {weights!r}")
         if strategy not in _STRATEGIES:
@@ -269,6 +359,23 @@ class FusionTree(nn.Module):
         self.normalize = normalize
         self.irreps_in = [channel_irreps(ls, C) for ls in d.leaf_labels]
         self.irreps_out = channel_irreps(d.out_labels, C)
+        self.basis = basis
+        if basis == "independent" and tree.num_leaves > 1:
+            groups = _tie_groups(tree, d, tie)
+            kept = independent_paths(
+                str(tree),
+                tuple(tuple(str(ir) for ir in ls) for ls in d.leaf_labels),
+                tuple(str(ir) for ir in d.out_labels),
+                L_int,
+                groups,
+            )
+        else:
+            kept = tuple(range(len(d.paths)))
+        self.kept_paths = kept  # indices into diagram.paths, one weight row each
+        self.paths = tuple(d.paths[i] for i in kept)
+        self.vanishing_outputs = tuple(
+            ir for ir in d.out_labels if not any(p[tree.root] == ir for p in self.paths)
+        )
         dtype = torch.get_default_dtype()
         t = tree
         root = t.root
@@ -315,6 +422,8 @@ class FusionTree(nn.Module):
                     for sb, lb in enumerate(slots[b])
                     if lb == ib
                 ]
+                if v == root:  # one product slot per path (diagram order): keep the basis
+                    prod = [prod[i] for i in kept]
             else:
                 prod = [
                     (slots[a].index(ia), slots[b].index(ib), c, ti)
@@ -333,6 +442,10 @@ class FusionTree(nn.Module):
                 cc.append(cg[nz[:, 0], nz[:, 1], nz[:, 2]])
                 prod_off.append(dp)
                 dp += c.dim
+            if not ii:  # every path vanished (only vanishing outputs): nothing to contract
+                ii, jj, kk, cc = [torch.zeros(0, dtype=torch.long)] * 3 + [
+                    torch.zeros(0, dtype=torch.float64)
+                ]
             i, j, k_, coef = (torch.cat(x) for x in (ii, jj, kk, cc))
             nnz = coef.numel()
 
@@ -432,16 +545,23 @@ class FusionTree(nn.Module):
 
     @property
     def num_paths(self) -> int:
-        return len(self.diagram.paths)
+        """Paths with a weight (the basis: all diagram paths unless basis="independent")."""
+        return len(self.paths)
+
+    def counts(self) -> dict:
+        """Paths with a weight per output label (``diagram.counts()`` for basis="full")."""
+        root = self.tree.root
+        return {ir: sum(p[root] == ir for p in self.paths) for ir in self.diagram.out_labels}
 
     def render(self, path=None) -> str:
         """The diagram drawn with allowed labels, or with the labels of one path."""
         return self.diagram.render(path)
 
     def extra_repr(self) -> str:
-        counts = ", ".join(f"{ir}: {n}" for ir, n in self.diagram.counts().items())
+        counts = ", ".join(f"{ir}: {n}" for ir, n in self.counts().items())
         return (
-            f"tree={self.tree_str}, irreps_in=[{', '.join(map(str, self.irreps_in))}], "
+            f"basis={self.basis}, tree={self.tree_str}, "
+            f"irreps_in=[{', '.join(map(str, self.irreps_in))}], "
             f"irreps_out={self.irreps_out}, L_int={self.L_int}, weights={self.weight_mode}, "
             f"num_species={self.num_species}, paths=({counts}), weight_numel={self.weight_numel}"
         )
@@ -530,7 +650,7 @@ class FusionTree(nn.Module):
         root = self._evaluate(list(leaves), species, False)  # [sum_p d_p, N, C]
         n = root.shape[1]
         out, start = [], 0
-        for ir, count in self.diagram.counts().items():
+        for ir, count in self.counts().items():
             stop = start + count * ir.dim
             block = root[start:stop].reshape(count, ir.dim, n, self.channels)
             out.append(block.permute(2, 3, 0, 1))
@@ -548,9 +668,11 @@ class FusionTree(nn.Module):
         d, t = self.diagram, self.tree
         if t.num_leaves == 1:
             return self.weight
-        counts = d.counts()
+        counts = self.counts()
         if self.weight_mode == "path":
-            scale = [1.0 / math.sqrt(counts[p[t.root]]) if self.normalize else 1.0 for p in d.paths]
+            scale = [
+                1.0 / math.sqrt(counts[p[t.root]]) if self.normalize else 1.0 for p in self.paths
+            ]
             return self.weight * self.weight.new_tensor(scale)[None, :, None]
         coef = self.weight.new_ones(self.weight.shape[0], len(d.paths), self.channels)
         for ins in self.instructions:

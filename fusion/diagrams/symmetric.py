@@ -212,14 +212,25 @@ def monomial_values(x: torch.Tensor, degree: int) -> torch.Tensor:
 # --------------------------------------------------------------------------------------
 # Independent basis
 # --------------------------------------------------------------------------------------
-def independent_columns(values: torch.Tensor, rtol: float = 1e-8) -> list[int]:
+def independent_columns(
+    values: torch.Tensor, rtol: float = 1e-8, scale: float | None = None
+) -> list[int]:
     """Greedy maximal independent subset of the columns of ``values [rows, P]``.
 
     Columns are taken in order and kept when they add rank (Gram-Schmidt with
     re-orthogonalisation, float64); so the basis prefers the earliest paths (low internal l).
+
+    The zero test is against the *input scale*, never against the other columns: a column is
+    zero when its norm is ``<= rtol * scale``, with ``scale`` the norm a generic non-zero
+    column has (default ``sqrt(rows)``: unit-variance inputs through component-normalised
+    couplings give entries of order one). A group whose paths all vanish (e.g. odd outputs
+    of a symmetric product that only the antisymmetric part could reach) thus keeps none,
+    where a threshold relative to the group's own largest column would keep rounding noise.
+    A kept column must also add ``rtol`` of its own norm to the span.
     """
     V = values.to(torch.float64)
-    scale = V.norm(dim=0).max().clamp_min(1e-300)
+    if scale is None:
+        scale = float(V.shape[0]) ** 0.5
     Q = V.new_zeros(V.shape[0], 0)
     keep = []
     for p in range(V.shape[1]):
@@ -278,6 +289,14 @@ class SymmetricBasis:
     maximal linearly independent subset, chosen greedily by a rank test on the path outputs
     over random inputs (same span, fewer weights). Groups are ordered by output irrep, then
     by ``nu = 1..correlation``.
+
+    ``use_mace_filter`` (default: only for ``basis="full"``) applies mace-torch's filter on
+    every vertex label at correlation 4 (natural parity, ``l < 12``; its ``U_matrix_real``
+    without cuequivariance). The independent basis does not: with unnatural-parity inputs
+    (``0e+0o+1e+1o``) the filter drops whole outputs and rank (``0e`` at nu 4: 9 of 12),
+    which mace's reduced basis (``use_reduced_cg=True``) keeps. Unfiltered, the independent
+    counts are the multiplicities of each output in ``Sym^nu`` of the inputs, so the
+    independent basis spans both mace bases.
     """
 
     def __init__(
@@ -287,12 +306,14 @@ class SymmetricBasis:
         correlation: int,
         basis: str = "independent",
         lmax_internal: int | None = None,
-        use_mace_filter: bool = True,
+        use_mace_filter: bool | None = None,
         n_samples: int | None = None,
         seed: int = 0,
     ) -> None:
         if basis not in ("independent", "full"):
             raise ValueError(f"basis must be 'independent' or 'full', got {basis!r}")
+        if use_mace_filter is None:
+            use_mace_filter = basis == "full"
         with single_thread():
             self._build(
                 irreps_in,
@@ -359,18 +380,21 @@ class SymmetricBasis:
                     )
                 )
 
-        unreachable = [
-            str(ir)
-            for i, ir in enumerate(outs)
-            if not any(g.paths for g in self.groups if g.i_out == i)
+        # Outputs no symmetric polynomial reaches (no chain path at all, or every path's
+        # symmetric part vanishes, e.g. 1e from 1o x 1o): identically zero, no weights.
+        # mace-torch accepts them too (its output there is zero as well), so they are
+        # reported here, not an error; ``unreachable_message`` says it in words.
+        self.unreachable = [
+            ir for i, ir in enumerate(outs) if not any(g.rank for g in self.groups if g.i_out == i)
         ]
-        if unreachable:
-            raise ValueError(
-                f"output irrep(s) {', '.join(unreachable)} cannot be reached from inputs "
-                f"{'+'.join(str(ir) for ir in irs)} with correlation {correlation}"
-                + (f" and lmax_internal {lmax_internal}" if lmax_internal is not None else "")
-                + "; raise the correlation or the input lmax, or drop those outputs"
-            )
+        self.unreachable_message = (
+            f"output irrep(s) {', '.join(map(str, self.unreachable))} cannot be reached from "
+            f"inputs {'+'.join(str(ir) for ir in irs)} with correlation {correlation}"
+            + (f" and lmax_internal {lmax_internal}" if lmax_internal is not None else "")
+            + " (no symmetric product of the inputs has them): they are identically zero"
+            if self.unreachable
+            else ""
+        )
 
     @property
     def num_paths(self) -> int:
@@ -447,6 +471,8 @@ class KernelLayout:
         # every non-zero (pair, row) entry of the basis
         used = set()
         for g in basis.groups:
+            if not g.paths:  # no path of this order reaches the output
+                continue
             nz = g.coefficients.abs().amax(0) > 0  # [m, monomial]
             mons = monomials(self.D, g.nu)
             off = self.out_slices[g.i_out].start
@@ -507,6 +533,8 @@ class KernelLayout:
             mons = monomials(self.D, g.nu)
             m_off = self.out_slices[g.i_out].start
             P = len(g.paths)
+            if P == 0:
+                continue
             for j, s in enumerate(mons):
                 coef = g.coefficients[:, :, j]  # [P, m]
                 if not coef.any():

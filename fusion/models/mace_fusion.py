@@ -48,6 +48,7 @@ from fusion.blocks.fusion_block import FusionBlock
 from fusion.blocks.mace_compat import replace_products
 from fusion.blocks.product import _cached_basis
 from fusion.diagrams import FusionDiagram, FusionTree
+from fusion.diagrams.contract import independent_paths
 from fusion.diagrams.symmetric import coupling_irreps
 from fusion.models.mace import (
     MACE_DEFAULTS,
@@ -301,9 +302,13 @@ def _n_product(layer: _Layer, hp: dict, n_elements: int, kind: str) -> int:
 
 @lru_cache(maxsize=64)
 def _tree_paths(h: str, lmax_sh: int, outs: str, L_int: int | None) -> int:
+    """Weights per (species, channel) of the 3-body tree ``((h, A), A)``: its independent
+    symmetrised paths (the two message leaves carry the same tensor; see MessageFusion)."""
     A = "+".join(str(o3.Irrep(l, (-1) ** l)) for l in range(lmax_sh + 1))
-    counts = FusionDiagram("((h, A), A)", {"h": h, "A": A}, outs, L_int=L_int).counts()
-    return sum(counts.values())
+    d = FusionDiagram("((h, A), A)", {"h": h, "A": A}, outs, L_int=L_int)
+    leaves = tuple(tuple(str(ir) for ir in ls) for ls in d.leaf_labels)
+    outs_t = tuple(str(ir) for ir in d.out_labels)
+    return len(independent_paths(str(d.tree), leaves, outs_t, L_int, ((1, 2),)))
 
 
 def _n_three_body(layer: _Layer, hp: dict, n_elements: int, tb: dict) -> int:
@@ -447,12 +452,13 @@ class MaceFusion3Body(nn.Module):
 
 def _sparse_contraction(block: FusionBlock) -> FusionBlock:
     """Rebuild ``block``'s fusion tree with ``strategy="sparse"`` (same paths, same weights
-    layout, same numbers; tested).
+    layout, same numbers; tested). New code passes ``strategy="sparse"`` to FusionBlock;
+    this stays for callers that build the block first (cormorant/fusion).
 
-    Workaround: FusionBlock does not expose the contraction strategy, and ``"auto"`` picks the
-    dense outer product for the root vertex, which in exact mode runs on every *edge*
-    (``[D_a, D_b, E, C]`` materialised: memory-bound). Measured on a QM9 batch (9k edges,
-    28 channels, h = 0e, 1 thread): tree forward+backward 0.41 s dense vs 0.07 s sparse.
+    Why sparse: ``"auto"`` picks the dense outer product for the root vertex, which in
+    exact mode runs on every *edge* (``[D_a, D_b, E, C]`` materialised: memory-bound).
+    Measured on a QM9 batch (9k edges, 28 channels, h = 0e, 1 thread): tree
+    forward+backward 0.41 s dense vs 0.07 s sparse.
     """
     mfu = block.fusion
     old = mfu.fusion
@@ -468,8 +474,14 @@ def _sparse_contraction(block: FusionBlock) -> FusionBlock:
         channel_mixing=old.channel_mixing,
         normalize=old.normalize,
         strategy="sparse",
+        basis=old.basis,
+        tie=[mfu.message_leaves] if len(mfu.message_leaves) > 1 else [],
     )
-    if new.weight.shape != old.weight.shape or new.irreps_out != old.irreps_out:
+    if (
+        new.weight.shape != old.weight.shape
+        or new.irreps_out != old.irreps_out
+        or new.paths != old.paths
+    ):
         raise RuntimeError("FusionTree rebuilt with strategy='sparse' differs from the original")
     with torch.no_grad():
         new.weight.copy_(old.weight)
@@ -497,9 +509,10 @@ def _three_body_blocks(mace_hp: dict, fhp: dict, stats: ModelStats, C: int) -> n
                 num_polynomial_cutoff=int(mace_hp["num_polynomial_cutoff"]),
                 radial_mlp=tb["radial_mlp"],
                 avg_num_neighbors=float(stats.avg_num_neighbors),
+                strategy="sparse",
             )
         )
-    return nn.ModuleList([_sparse_contraction(b) for b in blocks])
+    return nn.ModuleList(blocks)
 
 
 def _build(variant: str, mace_hp: dict, fhp: dict, stats: ModelStats, C: int) -> nn.Module:
@@ -552,7 +565,8 @@ def _register(variant: str) -> None:
 
     builder.__name__ = f"build_mace_{variant.replace('-', '_')}"
     builder.__doc__ = f"mace/{variant}: {VARIANTS[variant].description}."
-    register("mace", variant, defaults=MACE_DEFAULTS)(builder)
+    register("mace", variant, defaults=MACE_DEFAULTS,
+             check=lambda hp: split_hparams(variant, hp))(builder)
 
 
 for _variant in VARIANTS:

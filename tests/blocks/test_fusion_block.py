@@ -173,3 +173,63 @@ def test_bad_inputs():
         FusionBlock("2x0e", "3o", lmax_sh=1)
     with pytest.raises(ValueError, match="lmax_sh must be an integer >= 0, got -1"):
         FusionBlock("2x0e", "0e", lmax_sh=-1)
+
+
+def _weight_jacobian(fusion: MessageFusion, h, messages, receiver) -> torch.Tensor:
+    """d output / d weight for one species and one channel: ``[rows, weights]`` (the block
+    is linear in its path weights, so its rank is the dimension of the function space)."""
+    tree = fusion.fusion
+    W = tree.weight.shape[1]
+    cols = []
+    for p in range(W):
+        with torch.no_grad():
+            tree.weight.zero_()
+            tree.weight[0, p, 0] = 1.0
+            cols.append(fusion(h, messages, receiver).flatten())
+    return torch.stack(cols, dim=1)
+
+
+def _rank(x: torch.Tensor) -> int:
+    s = torch.linalg.svdvals(x)
+    return int((s > 1e-9 * s[0]).sum())
+
+
+@pytest.mark.parametrize(
+    "h,outs,full_w,indep_w",
+    [
+        ("0e+1o+2e", "0e+1o+2e", 98, 58),  # issue 18
+        ("0e", "0e+1o", 10, 7),  # mace/fusion-3body (defaults), layer 1
+        ("0e+1o", "0e", 10, 7),  # mace/fusion-3body (defaults), layer 2
+        ("0e", "0e+1o+2e+3o+1e+2o+3e", 34, 18),  # 1e: only antisymmetric paths, zero
+    ],
+)
+@pytest.mark.parametrize("mode", ["density", "exact"])
+def test_symmetrised_basis_weights_equal_rank(h, outs, full_w, indep_w, mode):
+    """The two message leaves of ((h, A), A) carry the same tensor: the independent basis
+    keeps weights = rank of the weights -> outputs map, and spans what the full basis spans
+    (the full block's outputs are reproduced by least squares on the independent one's)."""
+    A = "0e+1o+2e+3o"
+    full = MessageFusion(h, A, outs, channels=1, mode=mode, basis="full").double()
+    ind = MessageFusion(h, A, outs, channels=1, mode=mode).double()
+    assert ind.basis == "independent"
+    assert full.fusion.weight.shape[1] == full_w and ind.fusion.weight.shape[1] == indep_w
+    g = torch.Generator().manual_seed(0)
+    n, per_node = 30, 3
+    receiver = torch.arange(n).repeat_interleave(per_node)
+    hx = torch.randn(n, full.irreps_node.dim, generator=g, dtype=F64)
+    msg = torch.randn(n * per_node, full.irreps_message.dim, generator=g, dtype=F64)
+    J_full = _weight_jacobian(full, hx, msg, receiver)
+    J_ind = _weight_jacobian(ind, hx, msg, receiver)
+    assert J_full.shape[0] > 2 * full_w
+    assert _rank(J_full) == _rank(J_ind) == indep_w
+    coef = torch.linalg.lstsq(J_ind, J_full).solution
+    assert (J_ind @ coef - J_full).norm() < 1e-9 * J_full.norm()
+    zero = [str(ir) for ir in ind.fusion.vanishing_outputs]
+    assert zero == (["1e"] if "1e" in outs else [])
+
+
+def test_independent_basis_needs_path_weights_and_no_mixing():
+    assert MessageFusion("2x0e", "2x0e+2x1o", "0e", weights="vertex").basis == "full"
+    assert MessageFusion("2x0e", "2x0e+2x1o", "0e", channel_mixing=True).basis == "full"
+    with pytest.raises(ValueError, match="basis='independent' needs weights='path'"):
+        MessageFusion("2x0e", "2x0e+2x1o", "0e", weights="vertex", basis="independent")

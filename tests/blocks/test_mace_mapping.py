@@ -4,6 +4,8 @@ import fusion._mace_first  # noqa: F401  (mace before e3nn)
 
 # isort: split
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -62,6 +64,56 @@ def test_block_mapping_reproduces_mace(basis, corr, outs, use_sc):
         torch.testing.assert_close(fp.weight[:, p0:p1], sc_m.weights_max, atol=0, rtol=0)
 
 
+# (coupling irreps, output irreps, correlations): both parities in the features, outputs
+# with no order-1 path (1e, 0o+2o, 0e+1e: issue 18's reproductions), outputs no symmetric
+# product reaches (1e from 0e+1o, 0o at nu=3), correlation 1-4.
+DROP_IN_GRID = [
+    ("0e+1o", "0e+1o", (1, 2, 3, 4)),
+    ("0e+1o", "1e", (2,)),
+    ("0e+1o", "0o+1e+2e", (3, 4)),
+    ("0e+0o+1e+1o", "0e+0o+1e+1o", (2, 3)),
+    ("0e+0o+1e+1o", "0o+1e+2o", (4,)),
+    ("0e+1o+2e", "0o+2o", (2, 3)),
+    ("0e+1o+2e+3o", "0e+1e", (3,)),
+]
+
+
+@pytest.mark.parametrize("reduced", [False, True], ids=["mace-full", "mace-reduced"])
+@pytest.mark.parametrize(
+    "inputs,outputs,corr",
+    [(i, o, c) for i, o, cs in DROP_IN_GRID for c in cs],
+    ids=[f"{i}->{o}-nu{c}" for i, o, cs in DROP_IN_GRID for c in cs],
+)
+def test_drop_in_for_every_irreps_choice(inputs, outputs, corr, reduced):
+    """Property: wherever mace-torch's SymmetricContraction builds (full basis, or reduced
+    with use_reduced_cg=True), FusionProduct builds too, mace's weights map onto its
+    independent basis and both give the same outputs; weights = rank of mace's span."""
+    from mace.modules.symmetric_contraction import SymmetricContraction
+
+    torch.manual_seed(corr)
+    C, E, N = 2, 2, 9
+    mace_sc = SymmetricContraction(
+        _irreps(C, inputs), _irreps(C, outputs), correlation=corr, num_elements=E,
+        use_reduced_cg=reduced,
+    )
+    with warnings.catch_warnings(record=True) as caught:  # unreachable: reported, not errors
+        warnings.simplefilter("always")
+        fp = FusionProduct(_irreps(C, inputs), _irreps(C, outputs), corr, num_elements=E)
+    ours = [str(w.message) for w in caught if "FusionProduct" in str(w.message)]
+    assert bool(ours) == bool(fp.unreachable_outputs)
+    assert all(f" {ir}" in ours[0] for ir in fp.unreachable_outputs)
+    map_mace_weights(fp, mace_sc)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(N, C, o3.Irreps(inputs).dim, generator=g, dtype=F64)
+    attrs = torch.nn.functional.one_hot(torch.randint(0, E, (N,), generator=g), E).to(F64)
+    ref = mace_sc(x, attrs)
+    out = fp.product_basis(x, attrs)
+    torch.testing.assert_close(out, ref, atol=1e-11, rtol=1e-11)
+    # an unreachable output is zero in mace too; elsewhere our paths are independent
+    for (_, ir), sl in zip(fp.irreps_out, fp.irreps_out.slices()):
+        assert (str(ir) in fp.unreachable_outputs) == (ref[:, sl].abs().max() < 1e-12)
+
+
 def test_contraction_only_mapping():
     """Mapping from a bare SymmetricContraction (no linear): compare before the linear."""
     torch.manual_seed(0)
@@ -82,17 +134,18 @@ def test_vertex_weights_refuse_mapping():
         map_mace_weights(fp, block)
 
 
-def _tiny_mace(num_channels=4, correlation=3):
+def _tiny_mace(num_channels=4, correlation=3, hidden=None, max_ell=3):
+    hidden = hidden or f"{num_channels}x0e+{num_channels}x1o"
     return modules.ScaleShiftMACE(
         r_max=4.0,
         num_bessel=4,
         num_polynomial_cutoff=5,
-        max_ell=3,
+        max_ell=max_ell,
         interaction_cls=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
         interaction_cls_first=modules.interaction_classes["RealAgnosticInteractionBlock"],
         num_interactions=2,
         num_elements=3,
-        hidden_irreps=o3.Irreps(f"{num_channels}x0e+{num_channels}x1o"),
+        hidden_irreps=o3.Irreps(hidden),
         MLP_irreps=o3.Irreps("4x0e"),
         atomic_energies=np.array([-1.0, -2.0, -3.0]),
         avg_num_neighbors=3.0,
@@ -154,6 +207,27 @@ def test_replace_products_whole_model():
     out = model(dict(data), training=True, compute_force=True)
     (out["energy"].sum() + out["forces"].pow(2).sum()).backward()
     assert model.products[0].weight.grad is not None
+
+
+@pytest.mark.parametrize(
+    "hidden,max_ell",
+    [("3x0e+3x1o+3x1e", 2), ("3x0e+3x0o+3x1o", 1)],
+    ids=["hidden-1e", "hidden-0o"],
+)
+def test_replace_products_other_hidden_irreps(hidden, max_ell):
+    """Hidden irreps with 1e or 0o (outputs without order-1 paths; with 0o mace couples
+    both parities): replace_products with mapped weights gives mace's energies and forces."""
+    torch.manual_seed(0)
+    model = _tiny_mace(hidden=hidden, max_ell=max_ell)
+    data = _batch(2)
+    ref = model(dict(data), training=False, compute_force=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 0o: unreachable at some orders, reported
+        replace_products(model, map_weights=True)
+    out = model(dict(data), training=False, compute_force=True)
+    assert ref["forces"].abs().max() > 1e-6
+    torch.testing.assert_close(out["energy"], ref["energy"], atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(out["forces"], ref["forces"], atol=1e-10, rtol=1e-10)
 
 
 def test_replace_products_fresh_vertex():

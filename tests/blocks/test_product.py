@@ -44,7 +44,6 @@ def test_o3_equivariance(basis, weights, corr, outs):
         _irreps(C, IRS), _irreps(C, outs), corr, num_elements=E, basis=basis, weights=weights
     ).to(F64)
     x, sc, attrs = _inputs(11, C, E, fp.irreps_out.dim)
-    D_in = o3.Irreps(IRS).D_from_angles(*o3.rand_angles(dtype=F64), k=torch.tensor(1.0)).to(F64)
     for parity in (0.0, 1.0):  # rotation, rotation x inversion
         angles = o3.rand_angles(dtype=F64)
         D_in = o3.Irreps(IRS).D_from_angles(*angles, k=torch.tensor(parity, dtype=F64))
@@ -217,16 +216,31 @@ def test_parameter_counts_against_mace():
     assert counts["independent", "vertex"] < n_mace
 
 
-def test_agnostic_product_and_empty_input():
+def test_agnostic_product_ignores_species_and_empty_input():
+    """One weight set for every species: the output does not depend on node_attrs at all
+    (other one-hots, or none that fits the element count), and equals the per-species block
+    whose species all carry that weight set."""
     C = 2
     fp = FusionProduct(
-        _irreps(C, IRS), _irreps(C, "0e"), 2, num_elements=4, use_agnostic_product=True
+        _irreps(C, IRS), _irreps(C, "0e+1o"), 3, num_elements=4, use_agnostic_product=True
     ).to(F64)
     assert fp.weight.shape[0] == 1
     x, sc, attrs = _inputs(6, C, 4, fp.irreps_out.dim)
     out = fp(x, sc, attrs)
-    assert out.shape == (6, C)
-    assert fp(x[:0], sc[:0], attrs[:0]).shape == (0, C)
+    assert out.shape == (6, 4 * C)
+    shuffled = attrs[torch.tensor([3, 5, 0, 1, 4, 2])]
+    assert not torch.equal(shuffled, attrs)
+    torch.testing.assert_close(fp(x, sc, shuffled), out, atol=0, rtol=0)
+    torch.testing.assert_close(fp(x, sc, torch.zeros(6, 1, dtype=F64)), out, atol=0, rtol=0)
+    per_species = FusionProduct(_irreps(C, IRS), _irreps(C, "0e+1o"), 3, num_elements=4).to(F64)
+    with torch.no_grad():
+        per_species.weight.copy_(fp.weight.expand(4, -1, -1))
+        per_species.linear.load_state_dict(fp.linear.state_dict())
+    torch.testing.assert_close(per_species(x, sc, attrs), out, atol=1e-12, rtol=1e-12)
+    with torch.no_grad():  # a second species' weights now differ: that block is not agnostic
+        per_species.weight[1] += 1.0
+    assert (per_species(x, sc, attrs) - out).abs().max() > 1e-3
+    assert fp(x[:0], sc[:0], attrs[:0]).shape == (0, 4 * C)
 
 
 def test_bad_irreps_are_named():
@@ -269,7 +283,6 @@ def test_float32_matches_float64():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"target_irreps": "4x3o", "correlation": 2}, "output irrep(s) 3o cannot be reached"),
         ({"correlation": 0}, "correlation must be an integer >= 1, got 0"),
         ({"num_elements": 0}, "num_elements must be >= 1, got 0"),
     ],
@@ -279,6 +292,37 @@ def test_impossible_settings_are_named(kwargs, message):
             "num_elements": 2, **kwargs}
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         FusionProduct(**args)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "outputs", "corr", "zero"),
+    [
+        ("0e+1o", "0e+3o", 2, ["3o"]),  # no chain path reaches 3o
+        ("0e+1o", "0e+1e", 2, ["1e"]),  # 1o x 1o -> 1e is antisymmetric: zero on x (x) x
+        ("0e+1o", "0o+1o", 3, ["0o"]),  # x . (x cross x) = 0
+    ],
+)
+def test_unreachable_outputs_are_zero_and_reported(inputs, outputs, corr, zero):
+    """mace-torch builds these (its output there is zero too); so do we, with no weights for
+    the unreachable outputs, a warning naming them and exact zeros there."""
+    C, E = 3, 2
+    with pytest.warns(UserWarning, match=rf"output irrep\(s\) {zero[0]} cannot be reached"):
+        fp = FusionProduct(_irreps(C, inputs), _irreps(C, outputs), corr, num_elements=E)
+    fp = fp.to(F64)
+    assert fp.unreachable_outputs == zero
+    counts = fp.symmetric_basis.counts()
+    assert all(n == 0 for n in counts[zero[0]].values())
+    assert sum(n for per_nu in counts.values() for n in per_nu.values()) == fp.weight.shape[1]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(9, C, o3.Irreps(inputs).dim, generator=g, dtype=F64)
+    attrs = torch.eye(E, dtype=F64)[torch.randint(0, E, (9,), generator=g)]
+    out = fp.product_basis(x, attrs)
+    for (_, ir), sl in zip(fp.irreps_out, fp.irreps_out.slices()):
+        block = out[:, sl]
+        if str(ir) in zero:
+            assert torch.equal(block, torch.zeros_like(block))
+        else:
+            assert block.abs().max() > 1e-3
 
 
 def test_wrong_input_shapes_are_named():

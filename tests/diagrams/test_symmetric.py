@@ -16,6 +16,7 @@ from fusion.diagrams.symmetric import (
     KernelLayout,
     SymmetricBasis,
     enumerate_chain_paths,
+    independent_columns,
     monomial_values,
     path_tensor,
     random_path_values,
@@ -158,6 +159,64 @@ def test_counts_are_group_theoretic_multiplicities(basis3):
     for g in basis3.groups:
         assert len(g.all_paths) == _o3_multiplicity(basis3.irs, g.ir_out, g.nu, False)
         assert len(g.paths) == _o3_multiplicity(basis3.irs, g.ir_out, g.nu, True)
+
+
+COUNT_GRID = [
+    ("0e+1o+2e+3o", "0e+0o+1e+1o+2e+2o+3o", 3),
+    ("0e+1o+2e", "0e+0o+1e+1o", 3),
+    ("0e+0o+1e+1o", "0e+0o+1e+1o+2e+2o", 4),
+    ("0e+1o", "0e+0o+1e+1o+2e+3o", 4),
+    ("1o+2o", "0e+1e+3e", 2),
+]
+
+
+@pytest.mark.parametrize("inputs,outputs,corr", COUNT_GRID)
+def test_counts_are_multiplicities_for_every_output_and_order(inputs, outputs, corr):
+    """Property: for every output irrep and order, the chain paths number the multiplicity in
+    V^(x)nu and the independent ones the multiplicity in Sym^nu V (O(3) characters), zero
+    included: outputs no symmetric product reaches keep no path and are reported."""
+    sb = SymmetricBasis(inputs, outputs, corr)
+    for g in sb.groups:
+        assert len(g.all_paths) == _o3_multiplicity(sb.irs, g.ir_out, g.nu, False), g
+        assert len(g.paths) == g.rank == _o3_multiplicity(sb.irs, g.ir_out, g.nu, True), g
+    reached = {
+        str(ir) for ir in sb.irreps_out if _o3_multiplicity_any(sb.irs, ir, corr) > 0
+    }
+    assert {str(ir) for ir in sb.irreps_out} - reached == {str(ir) for ir in sb.unreachable}
+
+
+def _o3_multiplicity_any(irs, ir_out, corr):
+    return sum(_o3_multiplicity(irs, ir_out, nu, True) for nu in range(1, corr + 1))
+
+
+def test_zero_groups_keep_no_noise():
+    """Issue 18: a threshold relative to the group's own largest column kept rounding noise
+    (9 paths for 0o at nu=3, 3 for 1e at nu=2; 2/7/14 per order instead of 2/5/11)."""
+    sb = SymmetricBasis(IRS, "0o+1e", 3)
+    assert sb.counts() == {"0o": {1: 0, 2: 0, 3: 0}, "1e": {1: 0, 2: 0, 3: 4}}
+    assert [str(ir) for ir in sb.unreachable] == ["0o"]
+    small = SymmetricBasis("0e+1o+2e", "0e+0o+1e+1o", 3)
+    per_order = [sum(len(g.paths) for g in small.groups if g.nu == nu) for nu in (1, 2, 3)]
+    assert per_order == [2, 5, 11]
+    # the threshold is the input scale: rescaled inputs give the same basis
+    zero_group = sb.groups[2]  # 0o, nu = 3: 11 chain paths, all vanish on x (x) x (x) x
+    coef = [symmetric_coefficients(path_tensor(p, sb.irs)) for p in zero_group.all_paths]
+    vals = random_path_values(torch.stack(coef), 16, 40)
+    assert len(coef) == 11 and vals.abs().max() < 1e-12
+    assert independent_columns(vals) == []
+    # the old threshold (relative to the group's own largest column) kept the noise
+    assert len(independent_columns(vals, scale=vals.norm(dim=0).max().item())) > 0
+    assert independent_columns(vals * 1e6, scale=1e6 * vals.shape[0] ** 0.5) == []
+
+
+def test_mace_filter_only_for_the_full_basis():
+    """mace's correlation-4 filter (natural parity on every vertex) drops rank with
+    unnatural-parity inputs; the independent basis does not use it (it spans mace's reduced
+    basis, which has no filter), the full basis does (mace's U columns one to one)."""
+    ind = SymmetricBasis("0e+0o+1e+1o", "0e+1e", 4)
+    full = SymmetricBasis("0e+0o+1e+1o", "0e+1e", 4, basis="full")
+    assert ind.counts()["0e"][4] == 12 and full.group(0, 4).rank == 9
+    assert ind.counts()["1e"][4] == 12 and len(full.group(1, 4).all_paths) == 0
 
 
 def test_internal_cap_keeps_a_subset():
