@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fusion.train.rundir import SPEC_KEYS_NOT_AFFECTING_RESULTS
+
 SPEC_KEYS = {
     "dataset": str,
     "model": str,
@@ -129,7 +131,24 @@ def _errors(pred: np.ndarray, true: np.ndarray, n_atoms: np.ndarray, factor: flo
 
 
 def run_composition(spec: RunSpec) -> dict:
-    """Fit the composition baseline (least squares on element counts) and write metrics."""
+    """Fit the composition baseline (least squares on element counts) and write metrics.
+
+    Refuses a run spec of another model, a folder holding another run's results, and a
+    folder another process is writing (``fusion.train.rundir``).
+    """
+    from fusion.train.rundir import check_owner, run_lock
+
+    if (spec.model, spec.variant) != ("composition", "baseline"):
+        raise ValueError(
+            f"fusion composition fits composition/baseline; this run spec is for "
+            f"{spec.model}/{spec.variant} (train it with fusion train)"
+        )
+    check_owner(spec.out_dir, spec.to_dict())
+    with run_lock(spec.out_dir):
+        return _run_composition(spec)
+
+
+def _run_composition(spec: RunSpec) -> dict:
     from fusion.data.composition import fit_composition, predict_composition
     from fusion.train.metrics import write_metrics_json
 
@@ -197,16 +216,30 @@ def model_stats(structures, train_idx, r_max: float):
 
 
 def run_training(spec: RunSpec, log=print) -> dict:
-    """Train ``spec.model/spec.variant`` on ``spec.dataset``; resumable; writes metrics.json."""
+    """Train ``spec.model/spec.variant`` on ``spec.dataset``; resumable; writes metrics.json.
+
+    Before anything is loaded or written: the model name, training settings and the folder's
+    owner are checked, then the folder's lock is taken for the whole run (one writer).
+    """
     import torch
 
-    # The model is built under the run's dtype; torch's global settings are restored after.
-    old_dtype, old_threads = torch.get_default_dtype(), torch.get_num_threads()
-    try:
-        return _run_training(spec, log)
-    finally:
-        torch.set_default_dtype(old_dtype)
-        torch.set_num_threads(old_threads)
+    from fusion.models.registry import CLOSED_FORM_MODELS, check_model_name
+    from fusion.train.rundir import check_owner, run_lock
+    from fusion.train.trainer import TrainConfig
+
+    check_model_name(spec.model, spec.variant)
+    if spec.model in CLOSED_FORM_MODELS:
+        raise ValueError(f"{spec.model} is fitted in closed form: run fusion composition")
+    TrainConfig.from_dict({"seed": spec.seed, "threads": spec.threads, **spec.training})
+    check_owner(spec.out_dir, spec.to_dict())
+    with run_lock(spec.out_dir, log):
+        # The model is built under the run's dtype; torch's global settings are restored.
+        old_dtype, old_threads = torch.get_default_dtype(), torch.get_num_threads()
+        try:
+            return _run_training(spec, log)
+        finally:
+            torch.set_default_dtype(old_dtype)
+            torch.set_num_threads(old_threads)
 
 
 def _write_model_stats(path: Path, stats) -> None:
@@ -281,7 +314,11 @@ def _run_training(spec: RunSpec, log) -> dict:
 
     out = Path(spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _retire_stale_checkpoints(out, spec, log)
+    from fusion.data.registry import dataset_cache_path
+    from fusion.train.rundir import run_hashes
+
+    run_id = run_hashes(spec.to_dict(), dataset_cache_path(spec.dataset, spec.cache_dir))
+    _retire_stale_checkpoints(out, spec, log, run_id)
     _write_model_stats(out / "model_stats.json", stats)
     fragment = train(
         model,
@@ -292,6 +329,7 @@ def _run_training(spec: RunSpec, log) -> dict:
         out,
         report_factor=structures.meta["report_factor"],
         log=log,
+        run_id=run_id,
     )
     metrics = _base_metrics(spec, structures)
     metrics.update(fragment)
@@ -319,33 +357,65 @@ def check_states(spec: RunSpec, structures, model) -> None:
 
 
 # Keys that do not change what is computed: a checkpoint made under other values is reusable.
-_SPEC_KEYS_NOT_AFFECTING_RESULTS = {"threads", "eval_batch_size", "out_dir", "cache_dir"}
+_SPEC_KEYS_NOT_AFFECTING_RESULTS = SPEC_KEYS_NOT_AFFECTING_RESULTS
+
+# What a run that does not resume sets aside (with its checkpoints): its outputs.
+_RUN_OUTPUTS = ("log.csv", "model.pt", "metrics.json")
 
 
-def _retire_stale_checkpoints(out: Path, spec: RunSpec, log) -> None:
-    """Resume only from checkpoints made with the same run spec.
+def _set_aside(out: Path, names: list[str]) -> Path:
+    """Move ``names`` of ``out`` into a new ``out/stale-<time>[-N]/`` (never deleted)."""
+    stamp, n = time.strftime("stale-%Y%m%d-%H%M%S"), 0
+    while True:
+        stale = out / (stamp if n == 0 else f"{stamp}-{n}")
+        try:
+            stale.mkdir()
+            break
+        except FileExistsError:
+            n += 1
+    for name in names:
+        (out / name).rename(stale / name)
+    return stale
 
-    ``run_spec.json`` records the spec a checkpoint belongs to. When the config changed
-    (other hyperparameters, split or training settings) the old checkpoints are moved to
-    ``stale-<time>/`` (kept, never deleted) and training starts afresh.
+
+def _retire_stale_checkpoints(out: Path, spec: RunSpec, log, run_id: dict) -> None:
+    """Resume only from checkpoints made by this very run.
+
+    A checkpoint carries ``run_id``: the SHA-256 of the run spec (the keys that change
+    results) and of the dataset cache (``fusion.train.rundir.run_hashes``). A checkpoint
+    with other hashes (another dataset, split, hyperparameters, or a rebuilt cache) is not
+    resumed: the log names both, and the checkpoints with the run's outputs move to
+    ``stale-<time>/`` (kept, never deleted); training starts afresh. A checkpoint without
+    hashes (older format) is resumed only when ``run_spec.json`` shows the same spec.
     """
-    from fusion.train.checkpoint import atomic_write_text
+    from fusion.train.checkpoint import CheckpointError, atomic_write_text, read_checkpoint
 
     record = out / "run_spec.json"
     current = {k: v for k, v in spec.to_dict().items() if k not in _SPEC_KEYS_NOT_AFFECTING_RESULTS}
-    if record.exists():
+    try:
+        vouched = json.loads(record.read_text()) == current
+    except (OSError, ValueError):
+        vouched = False
+    checkpoints = sorted(p.name for p in out.glob("checkpoint*.pt"))
+    reasons = []
+    for name in checkpoints:
         try:
-            previous = json.loads(record.read_text())
-        except json.JSONDecodeError:
-            previous = None
-        if previous != current:
-            checkpoints = sorted(out.glob("checkpoint*.pt"))
-            if checkpoints:
-                stale = out / time.strftime("stale-%Y%m%d-%H%M%S")
-                stale.mkdir()
-                for path in checkpoints:
-                    path.rename(stale / path.name)
-                log(f"run spec changed since the last checkpoint: moved it to {stale}")
+            theirs = read_checkpoint(out / name).get("run_id")
+        except CheckpointError:
+            continue  # the trainer reports it and renames it to *.corrupt
+        if theirs is None and not vouched:
+            reasons.append(f"{name} carries no run hashes and run_spec.json does not show "
+                           "this run spec")
+        elif theirs is not None and theirs != run_id:
+            reasons.append(
+                f"{name} was made by run spec sha256 {str(theirs.get('spec_sha256'))[:12]}, "
+                f"dataset cache sha256 {str(theirs.get('data_sha256'))[:12]}; this run is "
+                f"spec {run_id['spec_sha256'][:12]}, data {run_id['data_sha256'][:12]}"
+            )
+    if reasons:
+        names = checkpoints + [n for n in _RUN_OUTPUTS if (out / n).exists()]
+        stale = _set_aside(out, names)
+        log(f"warning: not resuming: {'; '.join(reasons)}; moved {', '.join(names)} to {stale}")
     atomic_write_text(record, json.dumps(current, indent=1, sort_keys=True))
 
 

@@ -203,6 +203,8 @@ class TrainConfig:
         check_float("target_scale", 0.0, True)
         check_choice("dtype", DTYPES)
         check_int("seed", 0)
+        if self.seed > 2**32 - 1:
+            raise bad("seed", "an integer from 0 to 4294967295 (numpy's seed range)")
         check_int("threads", 1, optional=True)
         check_bool("progress")
         check_int("eval_every", 1)
@@ -558,6 +560,7 @@ def train(
     log: Callable[[str], None] = print,
     *,
     on_epoch_end: Callable[[int], None] | None = None,
+    run_id: dict | None = None,
 ) -> dict:
     """Train ``model`` (resuming from ``workdir``), then evaluate the best weights.
 
@@ -574,6 +577,9 @@ def train(
         log: receives one line per epoch and notices (resume, corrupt checkpoints).
         on_epoch_end: called with the epoch number after its checkpoint and log row are on
             disk (hook for tests and schedulers outside the trainer).
+        run_id: what identifies the run (``fusion.train.rundir.run_hashes``: run spec and
+            dataset cache SHA-256), stored in every checkpoint; a checkpoint carrying another
+            ``run_id`` is refused (``RuntimeError`` naming both) instead of resumed.
 
     Returns:
         ``{"test", "val", "train", "inference", "peak_memory_mb", "units"}`` as in
@@ -610,6 +616,7 @@ def train(
             log,
             on_epoch_end,
             device,
+            run_id,
         )
 
 
@@ -625,6 +632,7 @@ def _train(
     log: Callable[[str], None],
     on_epoch_end: Callable[[int], None] | None,
     device: torch.device,
+    run_id: dict | None = None,
 ) -> dict:
     dtype = config.torch_dtype
     wall_start = time.perf_counter()
@@ -664,6 +672,11 @@ def _train(
     n_train = 0
 
     ckpt, ckpt_path = load_latest_checkpoint(workdir, log)
+    if ckpt is not None and run_id is not None and ckpt.get("run_id", run_id) != run_id:
+        raise RuntimeError(
+            f"checkpoint {ckpt_path} belongs to another run ({ckpt['run_id']}; this run is "
+            f"{run_id}); not resumed: use another workdir or move it aside"
+        )
     if ckpt is not None:
         try:
             model.load_state_dict(ckpt["model"])
@@ -819,6 +832,7 @@ def _train(
                 "seconds_total": seconds_total,
                 "n_train_structures": n_train,
                 "amp_scaler": scaler.state_dict() if scaler is not None else None,
+                "run_id": run_id,
             },
             workdir,
         )

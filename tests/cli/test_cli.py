@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -97,6 +98,31 @@ def test_changed_spec_does_not_resume_a_stale_checkpoint(qm9_cache, tmp_path):
     assert main(["train", "--spec", changed]) == 0
     stale = list(out.glob("stale-*/checkpoint.pt"))
     assert len(stale) == 1  # the old checkpoint is kept aside, not resumed, not deleted
+
+
+def test_checkpoint_copied_from_another_run_is_set_aside_not_resumed(qm9_cache, tmp_path, capsys):
+    """A qm9-U0 checkpoint copied into a qm9-homo run (no run_spec.json there): its run hashes
+    differ, so it is moved to stale-*/ (bytes kept) and training starts afresh."""
+    u0 = tmp_path / "u0"
+    assert main(["train", "--spec", _spec(qm9_cache, u0, epochs=2)]) == 0
+    homo = tmp_path / "homo"
+    homo.mkdir()
+    copied = (u0 / "checkpoint.pt").read_bytes()
+    (homo / "checkpoint.pt").write_bytes(copied)
+    capsys.readouterr()
+    assert main(["train", "--spec", _spec(qm9_cache, homo, epochs=1, dataset="qm9-homo")]) == 0
+    out = capsys.readouterr().out
+    theirs = json.loads((u0 / "run_spec.json").read_text())
+    assert theirs["dataset"] == "qm9-U0"
+    notice = next(line for line in out.splitlines() if "not resuming" in line)
+    assert "checkpoint.pt was made by run spec sha256 " in notice and "this run is spec " in notice
+    hashes = re.findall(r"sha256 ([0-9a-f]{12})|spec ([0-9a-f]{12})|data ([0-9a-f]{12})", notice)
+    assert len({h for group in hashes for h in group if h}) == 3  # two specs, one cache
+    assert "resuming from" not in out
+    stale = list(homo.glob("stale-*/checkpoint.pt"))
+    assert len(stale) == 1 and stale[0].read_bytes() == copied  # set aside, not deleted
+    assert len((homo / "log.csv").read_text().splitlines()) == 1 + 1  # trained afresh
+    assert json.loads((homo / "metrics.json").read_text())["dataset"] == "qm9-homo"
 
 
 def test_composition_baseline_beats_nothing_and_is_exact_least_squares(qm9_cache, tmp_path):

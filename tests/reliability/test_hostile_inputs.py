@@ -37,3 +37,59 @@ def test_run_spec_paths_that_name_no_directory_are_refused(tmp_path, capsys, key
         f"which is not expanded here: give the full path), got {value!r}\n"
     )
     assert not (tmp_path / "no-cache-here").exists()
+
+
+# ------------------------------------------------------------ a spec that is not its model
+
+
+def _fake_metrics(folder, **run) -> bytes:
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"schema_version": 1, "dataset": "qm9-U0", "model": "mace",
+              "variant": "baseline", "seed": 0, "test": {"mae": 12.5}, **run}
+    (folder / "metrics.json").write_text(json.dumps(record))
+    return (folder / "metrics.json").read_bytes()
+
+
+def test_composition_refuses_a_spec_of_another_model(tmp_path, capsys):
+    before = _fake_metrics(tmp_path / "run")
+    spec = _spec(tmp_path)  # mace/baseline, pointing at a finished MACE run
+    assert main(["composition", "--spec", json.dumps(spec)]) == 2
+    assert capsys.readouterr().err == (
+        "error: fusion composition fits composition/baseline; this run spec is for "
+        "mace/baseline (train it with fusion train)\n"
+    )
+    assert (tmp_path / "run/metrics.json").read_bytes() == before
+    assert not (tmp_path / "no-cache-here").exists()
+
+
+def test_train_refuses_the_composition_model(tmp_path, capsys):
+    spec = _spec(tmp_path, model="composition")
+    assert main(["train", "--spec", json.dumps(spec)]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: composition is fitted in closed form: run fusion composition\n"
+
+
+@pytest.mark.parametrize("command", ["train", "composition"])
+def test_writers_refuse_a_folder_holding_another_runs_results(tmp_path, capsys, command):
+    before = _fake_metrics(tmp_path / "run", model="cormorant", variant="fusion", seed=2)
+    model = "mace" if command == "train" else "composition"
+    spec = _spec(tmp_path, model=model, training={"epochs": 1})
+    assert main([command, "--spec", json.dumps(spec)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: {tmp_path}/run/metrics.json belongs to qm9-U0 cormorant/fusion seed 2, not to "
+        f"this run spec's qm9-U0 {model}/baseline seed 0: refusing to overwrite it (give this "
+        "run its own out_dir)\n"
+    )
+    assert (tmp_path / "run/metrics.json").read_bytes() == before
+
+
+def test_writers_refuse_the_grid_folder_of_another_run(tmp_path, capsys):
+    out = tmp_path / "results/train/qm9-U0/mace/baseline/seed-0"
+    spec = _spec(tmp_path, model="composition", out_dir=str(out))
+    assert main(["composition", "--spec", json.dumps(spec)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {out} is the folder of qm9-U0 mace/baseline seed 0, but the run spec is "
+        "qm9-U0 composition/baseline seed 0: refusing to write another run's results there\n"
+    )
+    assert not out.exists()
