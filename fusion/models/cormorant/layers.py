@@ -115,11 +115,16 @@ class EdgeLevel(nn.Module):
     def forward(self, prev, dots, radial, r, pair_mask):
         mask = soft_mask(r, self.soft_cut_rad, self.soft_cut_width)
         mask = mask * pair_mask.unsqueeze(-1).to(r.dtype)
+        shared = torch.cat([dots, radial], dim=-1)  # the inputs every degree sees
+        n_prev = prev[0].shape[-1] if prev is not None else 0
         out = []
-        for l, w in enumerate(self.weights):
-            parts = ([prev[l]] if prev is not None else []) + (
-                [dots] if l < self.n_dot_degrees else []) + [radial]
-            out.append(complex_mix(w, torch.cat(parts, dim=-1), -1) * mask)
+        for l, weight in enumerate(self.weights):
+            w = torch.view_as_complex(weight.to(r.dtype).contiguous())  # [C, n_in]
+            x = shared if l < self.n_dot_degrees else radial
+            g = torch.matmul(x, w[:, n_prev:].transpose(0, 1))
+            if prev is not None:  # (the concatenation [prev, dots, radial], mixed)
+                g = g + torch.matmul(prev[l], w[:, :n_prev].transpose(0, 1))
+            out.append(g * mask)
         return out
 
 

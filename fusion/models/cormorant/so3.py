@@ -90,9 +90,9 @@ def split_coupled(x: torch.Tensor, degrees1, degrees2, maxl: int) -> dict[int, t
 
 def real_matmul(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     """Complex ``x [..., K]`` times real ``m [K, J]`` (two real matmuls, not a complex one)."""
-    xr = torch.view_as_real(x).transpose(-1, -2)  # [..., 2, K]
-    out = torch.matmul(xr, m.to(xr.dtype)).transpose(-1, -2).contiguous()  # [..., J, 2]
-    return torch.view_as_complex(out)
+    xr = torch.view_as_real(x).transpose(-1, -2).reshape(-1, x.shape[-1])  # [... * 2, K]
+    out = torch.mm(xr, m.to(xr.dtype)).view(*x.shape[:-1], 2, m.shape[1])  # one 2-D matmul
+    return torch.view_as_complex(out.transpose(-1, -2).contiguous())
 
 
 def solid_harmonics(vectors: torch.Tensor, lmax: int) -> list[torch.Tensor]:
