@@ -54,7 +54,7 @@ __all__ = [
 
 LOG_COLUMNS = ("epoch", "lr", "train_loss", "val_mae", "val_rmse", "val_forces_mae", "seconds")
 OPTIMIZERS = ("adam", "amsgrad")
-SCHEDULERS = ("cosine", "plateau", "none")
+SCHEDULERS = ("cosine", "cosine-batch", "plateau", "none")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 DEVICES = ("cpu", "cuda", "auto")  # and "cuda:N"
 AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -300,6 +300,8 @@ class EMA:
 
 class LRSchedule:
     """Learning rate per epoch: optional linear warm-up, then cosine / plateau / constant.
+    ``cosine-batch`` is the same cosine stepped every minibatch (:meth:`lr_for_step`; the
+    reference Cormorant's schedule), ``lr_for_epoch`` giving its value at the epoch's start.
 
     ``lr_for_epoch(e)`` (``e`` from 1): during warm-up ``lr * e / warmup_epochs``; cosine
     decays from ``lr`` (first epoch after warm-up) towards ``min_lr`` at ``epochs + 1``;
@@ -318,12 +320,23 @@ class LRSchedule:
         c = self.config
         if epoch <= c.warmup_epochs:
             return c.lr * epoch / c.warmup_epochs
-        if c.scheduler == "cosine":
+        if c.scheduler in ("cosine", "cosine-batch"):
             t = (epoch - 1 - c.warmup_epochs) / max(1, c.epochs - c.warmup_epochs)
             return c.min_lr + (c.lr - c.min_lr) * 0.5 * (1.0 + math.cos(math.pi * t))
         if c.scheduler == "plateau":
             return self.plateau_lr
         return c.lr
+
+    def lr_for_step(self, epoch: int, batch: int, n_batches: int) -> float:
+        """Rate for minibatch ``batch`` (from 1) of ``n_batches`` in ``epoch``: with
+        ``cosine-batch`` after warm-up the cosine over all ``(epochs - warmup_epochs) *
+        n_batches`` steps (``lr`` at the first, towards ``min_lr``), else ``lr_for_epoch``."""
+        c = self.config
+        if c.scheduler != "cosine-batch" or epoch <= c.warmup_epochs:
+            return self.lr_for_epoch(epoch)
+        done = (epoch - 1 - c.warmup_epochs) * n_batches + batch - 1
+        t = done / max(1, (c.epochs - c.warmup_epochs) * n_batches)
+        return c.min_lr + (c.lr - c.min_lr) * 0.5 * (1.0 + math.cos(math.pi * t))
 
     def step(self, metric: float) -> None:
         """Record one validation result (only the plateau schedule uses it)."""
@@ -732,6 +745,9 @@ def _train(
         loss_sum, n_seen = 0.0, 0
         batches = _progress(train_loader, len(train_loader), f"epoch {epoch}", config.progress)
         for i, raw in enumerate(batches, start=1):
+            if config.scheduler == "cosine-batch":
+                for group in optimizer.param_groups:
+                    group["lr"] = schedule.lr_for_step(epoch, i, len(train_loader))
             batch = to_device(raw, device, dtype)
             optimizer.zero_grad(set_to_none=True)
             with autocast():

@@ -111,6 +111,39 @@ def test_cosine_schedule_with_warmup_in_log(toy, tmp_path):
     assert lrs == pytest.approx(expected, rel=1e-12)
 
 
+def test_cosine_batch_schedule_is_torch_cosine_stepped_every_minibatch(toy, tmp_path,
+                                                                       monkeypatch):
+    """'cosine-batch' = torch's CosineAnnealingLR over all optimiser steps (the reference
+    Cormorant's schedule), and the optimiser sees a new rate at every minibatch."""
+    config = TrainConfig(scheduler="cosine-batch", epochs=3, lr=0.01, min_lr=0.001)
+    sched, n = LRSchedule(config), 4
+    ours = [sched.lr_for_step(e, b, n) for e in range(1, 4) for b in range(1, n + 1)]
+    opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=0.01, amsgrad=True)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=3 * n, eta_min=0.001)
+    expected = []
+    for _ in range(3 * n):
+        expected.append(opt.param_groups[0]["lr"])
+        opt.step()
+        cosine.step()
+    assert ours == pytest.approx(expected, rel=1e-12)
+    seen = []
+    original = torch.optim.Adam.step
+
+    def record(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", record)
+    toy.run(tmp_path, config={"epochs": 3, "scheduler": "cosine-batch", "lr": 0.01,
+                              "min_lr": 0.001, "ema": False})
+    n_batches = len(seen) // 3
+    assert n_batches > 1 and len(set(seen)) == len(seen)  # a new rate every step
+    sched_run = LRSchedule(TrainConfig(scheduler="cosine-batch", epochs=3, lr=0.01,
+                                       min_lr=0.001))
+    assert seen == pytest.approx([sched_run.lr_for_step(e, b, n_batches) for e in range(1, 4)
+                                  for b in range(1, n_batches + 1)], rel=1e-12)
+
+
 def test_plateau_schedule_reduces_lr_after_patience():
     sched = LRSchedule(TrainConfig(scheduler="plateau", lr=0.1, plateau_patience=1,
                                    plateau_factor=0.5, min_lr=0.02))  # fmt: skip
