@@ -88,7 +88,9 @@ def independent_paths(
     so paths whose symmetrised part vanishes are never kept."""
     from fusion.diagrams.symmetric import independent_columns, single_thread
 
-    with single_thread():
+    # fork_rng: building the reference tree draws weights; a cached call must not leave the
+    # global RNG in another state than a fresh one (seeded model builds stay reproducible)
+    with single_thread(), torch.random.fork_rng(devices=[]):
         full = FusionTree(
             tree, [list(map(o3.Irrep, ls)) for ls in leaf_labels], list(out_labels),
             channels=1, L_int=L_int, normalize=False,

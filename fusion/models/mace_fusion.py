@@ -47,7 +47,7 @@ from torch import nn
 from fusion.blocks.fusion_block import FusionBlock
 from fusion.blocks.mace_compat import replace_products
 from fusion.blocks.product import _cached_basis
-from fusion.diagrams import FusionDiagram, FusionTree
+from fusion.diagrams import FusionDiagram
 from fusion.diagrams.contract import independent_paths
 from fusion.diagrams.symmetric import coupling_irreps
 from fusion.models.mace import (
@@ -284,14 +284,32 @@ def _product_weight_counts(coupling: str, outs: str, correlation: int) -> tuple[
     return n_full, sb.num_paths, len(root), len(inner)
 
 
+@lru_cache(maxsize=64)
+def _mace_reduced_weight_count(coupling: str, outs: str, correlation: int) -> int:
+    """Per (element, channel) weights of mace's product with ``use_reduced_cg=True`` (the
+    cuequivariance basis: the independent paths, plus one all-zero column where mace found
+    none): counted on a 1-channel, 1-element SymmetricContraction."""
+    from mace.modules.symmetric_contraction import SymmetricContraction
+
+    one = "+".join(f"1x{ir}" for ir in coupling.split("+"))
+    with torch.random.fork_rng(devices=[]):  # leave the global RNG as a cached call would
+        sc = SymmetricContraction(
+            o3.Irreps(one), o3.Irreps("+".join(f"1x{ir}" for ir in outs.split("+"))),
+            correlation=correlation, num_elements=1, use_reduced_cg=True,
+        )
+    return sum(p.numel() for p in sc.parameters() if p.requires_grad)
+
+
 def _n_product(layer: _Layer, hp: dict, n_elements: int, kind: str) -> int:
-    """mace's EquivariantProductBasisBlock (``kind="mace"``, ``use_reduced_cg=False``) or a
-    FusionProduct (``"path"``/``"vertex"``, independent basis): weights + linear."""
+    """mace's EquivariantProductBasisBlock (``kind="mace"``; full or, with
+    ``use_reduced_cg``, reduced basis) or a FusionProduct (``"path"``/``"vertex"``,
+    independent basis): weights + linear."""
     irs, C = coupling_irreps(layer.target_irreps)
     outs, _ = coupling_irreps(layer.out_irreps)
-    n_full, n_indep, n_root, n_inner = _product_weight_counts(
-        "+".join(map(str, irs)), "+".join(map(str, outs)), int(hp["correlation"])
-    )
+    key = ("+".join(map(str, irs)), "+".join(map(str, outs)), int(hp["correlation"]))
+    n_full, n_indep, n_root, n_inner = _product_weight_counts(*key)
+    if kind == "mace" and hp["use_reduced_cg"]:
+        n_full = _mace_reduced_weight_count(*key)
     per_channel = {
         "mace": n_elements * n_full,
         "path": n_elements * n_indep,
@@ -328,7 +346,6 @@ def _predictable(hp: dict) -> bool:
     return (
         hp["interaction"] in _KNOWN_INTERACTIONS
         and hp["interaction_first"] in _KNOWN_INTERACTIONS
-        and not hp["use_reduced_cg"]
     )
 
 
@@ -450,45 +467,6 @@ class MaceFusion3Body(nn.Module):
         return {"energy": e0.to(ctx.vectors.dtype) + inter_e, "forces": forces}
 
 
-def _sparse_contraction(block: FusionBlock) -> FusionBlock:
-    """Rebuild ``block``'s fusion tree with ``strategy="sparse"`` (same paths, same weights
-    layout, same numbers; tested). New code passes ``strategy="sparse"`` to FusionBlock;
-    this stays for callers that build the block first (cormorant/fusion).
-
-    Why sparse: ``"auto"`` picks the dense outer product for the root vertex, which in
-    exact mode runs on every *edge* (``[D_a, D_b, E, C]`` materialised: memory-bound).
-    Measured on a QM9 batch (9k edges, 28 channels, h = 0e, 1 thread): tree
-    forward+backward 0.41 s dense vs 0.07 s sparse.
-    """
-    mfu = block.fusion
-    old = mfu.fusion
-    leaves = [mfu.irreps_node if name == "h" else mfu.irreps_message for name in mfu.tree.leaves]
-    new = FusionTree(
-        mfu.tree,
-        leaves,
-        old.irreps_out,
-        channels=old.channels,
-        L_int=old.L_int,
-        weights=old.weight_mode,
-        num_species=old.num_species,
-        channel_mixing=old.channel_mixing,
-        normalize=old.normalize,
-        strategy="sparse",
-        basis=old.basis,
-        tie=[mfu.message_leaves] if len(mfu.message_leaves) > 1 else [],
-    )
-    if (
-        new.weight.shape != old.weight.shape
-        or new.irreps_out != old.irreps_out
-        or new.paths != old.paths
-    ):
-        raise RuntimeError("FusionTree rebuilt with strategy='sparse' differs from the original")
-    with torch.no_grad():
-        new.weight.copy_(old.weight)
-    mfu.fusion = new
-    return block
-
-
 def _three_body_blocks(mace_hp: dict, fhp: dict, stats: ModelStats, C: int) -> nn.ModuleList:
     tb = _three_body_settings(mace_hp, fhp)
     blocks = []
@@ -509,6 +487,10 @@ def _three_body_blocks(mace_hp: dict, fhp: dict, stats: ModelStats, C: int) -> n
                 num_polynomial_cutoff=int(mace_hp["num_polynomial_cutoff"]),
                 radial_mlp=tb["radial_mlp"],
                 avg_num_neighbors=float(stats.avg_num_neighbors),
+                # "auto" picks the dense outer product for the root vertex, which in exact
+                # mode runs on every *edge* ([D_a, D_b, E, C] materialised: memory-bound).
+                # Measured on a QM9 batch (9k edges, 28 channels, h = 0e, 1 thread): tree
+                # forward+backward 0.41 s dense vs 0.07 s sparse.
                 strategy="sparse",
             )
         )

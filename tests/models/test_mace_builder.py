@@ -63,12 +63,40 @@ def test_unknown_hyperparameter_is_named():
         build_model("mace", "baseline", {"num_channel": 8}, STATS)
 
 
-def test_default_parameter_count_matches_mace_run_train_defaults():
-    # 128x0e+128x1o, 2 interactions, max_ell 3, correlation 3, 3 elements.
-    model = build_model("mace", "baseline", {}, STATS)
-    assert MACE_DEFAULTS["num_channels"] == 128
-    assert count_parameters(model) == sum(p.numel() for p in model.parameters())
-    assert count_parameters(model) > 500_000
+def _mace_run_train_model(extra_args: list[str]):
+    """The model mace_run_train itself builds: its own argument parser and defaults, its
+    ``check_args`` and ``configure_model`` (mace-torch 0.3.16), for STATS' elements."""
+    from mace import tools
+    from mace.tools.model_script_utils import configure_model
+
+    argv = ["--name", "parity", "--train_file", "unused.xyz", "--E0s", "average", *extra_args]
+    args, _ = tools.check_args(tools.build_default_arg_parser().parse_args(argv))
+    args.mean, args.std, args.avg_num_neighbors = 0.0, 1.0, float(STATS.avg_num_neighbors)
+    # what run_train sets for an energy/forces model before configure_model
+    args.compute_energy, args.compute_dipole, args.compute_polarizability = True, False, False
+    model, _ = configure_model(
+        args, None, np.asarray(STATS.atomic_energies), heads=["Default"],
+        z_table=tools.AtomicNumberTable(list(STATS.elements)),
+    )
+    return model
+
+
+@pytest.mark.parametrize("reduced", [False, True], ids=["full-cg", "reduced-cg"])
+def test_default_parameter_count_matches_mace_run_train(reduced):
+    """Our defaults are mace_run_train's: same parameter count, parameter for parameter
+    (names and shapes), for the default model and with --use_reduced_cg."""
+    hp = {"use_reduced_cg": True} if reduced else {}
+    ours = build_model("mace", "baseline", hp, STATS).mace
+    theirs = _mace_run_train_model(["--use_reduced_cg", "True"] if reduced else [])
+    assert type(theirs).__name__ == type(ours).__name__ == "ScaleShiftMACE"
+    shapes = {k: tuple(v.shape) for k, v in ours.named_parameters()}
+    assert shapes == {k: tuple(v.shape) for k, v in theirs.named_parameters()}
+    assert count_parameters(ours) == sum(p.numel() for p in theirs.parameters())
+    # the reduced basis is really used (mace silently falls back to the full one when
+    # cuequivariance_torch is missing): 8 order-3 weights for 0e instead of 23
+    weights_max = ours.products[0].symmetric_contractions.contractions[0].weights_max
+    assert weights_max.shape[1] == (8 if reduced else 23)
+    assert MACE_DEFAULTS["num_channels"] == 128 and count_parameters(ours) > 500_000
 
 
 def test_energy_is_invariant_and_forces_equivariant_under_o3():

@@ -227,18 +227,26 @@ def test_three_body_model_without_its_extra_terms_is_the_mace_forward(models):
     assert (energy - e_ref).abs().max() > 1e-6  # the 3-body term does contribute
 
 
-def test_sparse_contraction_workaround_keeps_the_block_function():
-    torch.manual_seed(3)
-    block = FusionBlock("0e+1o", "0e+1o", channels=3, nu=3, mode="exact", lmax_sh=2,
-                        num_species=2, radial_mlp=[4])  # fmt: skip
+def test_three_body_blocks_use_sparse_contraction_with_the_same_function(models):
+    """mace/fusion-3body's blocks contract sparsely (fast per edge); "sparse" and "auto"
+    give the same block (same symmetrised paths, same numbers)."""
+    model = models["SMALL", "fusion-3body"]
+    for block in model.extra:
+        assert {ins.strategy for ins in block.fusion.fusion.instructions} == {"sparse"}
+        assert block.fusion.basis == "independent"
+    blocks = []
+    for strategy in ("auto", "sparse"):
+        torch.manual_seed(3)
+        blocks.append(FusionBlock("0e+1o", "0e+1o", channels=3, nu=3, mode="exact", lmax_sh=2,
+                                  num_species=2, radial_mlp=[4], strategy=strategy))
+    assert "dense" in {ins.strategy for ins in blocks[0].fusion.fusion.instructions}
+    assert blocks[0].fusion.fusion.paths == blocks[1].fusion.fusion.paths
     h = torch.randn(4, 12)
     pos = torch.randn(4, 3)
     edge_index = torch.tensor([[0, 0, 1, 2, 3, 3], [1, 2, 0, 3, 0, 1]])
     species = torch.tensor([0, 1, 1, 0])
-    ref = block(h, edge_index, species, positions=pos)
-    mf._sparse_contraction(block)
-    assert {ins.strategy for ins in block.fusion.fusion.instructions} == {"sparse"}
-    assert (block(h, edge_index, species, positions=pos) - ref).abs().max() < 1e-12
+    ref, out = (b(h, edge_index, species, positions=pos) for b in blocks)
+    assert ref.abs().max() > 1e-3 and (out - ref).abs().max() < 1e-12
 
 
 def test_training_mode_forces_have_second_derivatives(models):
@@ -274,3 +282,25 @@ def test_unknown_or_bad_hyperparameters_are_named():
         mf.split_hparams("fusion-3body", {"fusion_radial_MLP": 16})
     with pytest.raises(KeyError, match="valid: fusion, fusion-3body, fusion-vertex"):
         mf.choose_width("fusoin", {}, STATS)
+
+
+def test_reduced_basis_baseline_is_predicted_and_is_the_budget():
+    """mace/baseline with use_reduced_cg (mace's cuequivariance basis, the paper config's
+    anchor): the closed-form count matches the built model, and mace/fusion, whose
+    independent basis has as many weights, gets no extra width from it."""
+    hp = {**SMALL, "use_reduced_cg": True}
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        baseline = build_model("mace", "baseline", hp, STATS)
+    finally:
+        torch.set_default_dtype(old)
+    reduced = baseline.mace.products[0].symmetric_contractions.contractions[0]
+    assert reduced.U_matrix_3.shape[-1] < mf.param_count("baseline", SMALL, STATS, 8)
+    n = count_parameters(baseline)
+    assert mf.param_count("baseline", hp, STATS, 8) == n
+    assert n < mf.param_count("baseline", SMALL, STATS, 8)  # the reduced basis is smaller
+    C, n_fusion, n_base = mf.choose_width("fusion", hp, STATS)
+    assert n_base == n and n_fusion <= n
+    assert C == 8  # same product weights as the reduced basis: the width cannot grow
+    assert mf.choose_width("fusion", SMALL, STATS)[0] > 8  # against the full basis it does
