@@ -24,7 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from fusion.train.rundir import SPEC_KEYS_NOT_AFFECTING_RESULTS
+from fusion.workflow_config import MAX_SEED
 
+SPLIT_KEYS = ("n_train", "n_val", "n_test")
 SPEC_KEYS = {
     "dataset": str,
     "model": str,
@@ -72,6 +74,22 @@ class RunSpec:
                 raise ValueError(
                     f"run spec key {key!r} should be {expected.__name__}, got {value!r}"
                 )
+        for key in ("batch_size", "eval_batch_size", "threads"):
+            if key in d and d[key] < 1:
+                raise ValueError(f"run spec key {key!r} should be an integer >= 1, got {d[key]}")
+        if not 0 <= d["seed"] <= MAX_SEED:
+            raise ValueError(f"run spec key 'seed' should be an integer from 0 to {MAX_SEED} "
+                             f"(numpy's seed range), got {d['seed']}")
+        split = d.get("split", {})
+        unknown = sorted(set(split) - set(SPLIT_KEYS))
+        if unknown:
+            raise ValueError(f"run spec key 'split' has unknown key(s) {unknown}; valid: "
+                             f"{list(SPLIT_KEYS)} (null or absent = the whole official split)")
+        for key, value in split.items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):
+                raise ValueError(f"run spec key 'split.{key}' should be an integer >= 1 or "
+                                 f"null, got {value!r}")
         for key in ("out_dir", "cache_dir"):
             value = d.get(key, "resources")
             if not value.strip() or value.startswith("~"):
@@ -223,7 +241,7 @@ def run_training(spec: RunSpec, log=print) -> dict:
     """
     import torch
 
-    from fusion.models.registry import CLOSED_FORM_MODELS, check_model_name
+    from fusion.models.registry import CLOSED_FORM_MODELS, check_hparams, check_model_name
     from fusion.train.rundir import check_owner, run_lock
     from fusion.train.trainer import TrainConfig
 
@@ -231,6 +249,7 @@ def run_training(spec: RunSpec, log=print) -> dict:
     if spec.model in CLOSED_FORM_MODELS:
         raise ValueError(f"{spec.model} is fitted in closed form: run fusion composition")
     TrainConfig.from_dict({"seed": spec.seed, "threads": spec.threads, **spec.training})
+    check_hparams(spec.model, spec.variant, spec.hparams)
     check_owner(spec.out_dir, spec.to_dict())
     with run_lock(spec.out_dir, log):
         # The model is built under the run's dtype; torch's global settings are restored.
@@ -285,6 +304,12 @@ def _run_training(spec: RunSpec, log) -> dict:
     structures, splits = _load_split(spec)
     r_max = graph_cutoff(spec.model, spec.variant, spec.hparams)
     stats = model_stats(structures, splits["train"], r_max)
+    if not stats.avg_num_neighbors > 0:
+        raise ValueError(
+            f"r_max = {r_max:g} Å leaves every atom of the {len(splits['train'])} training "
+            f"structures of {spec.dataset} without neighbours (no pair closer than r_max): "
+            "the model would see no geometry; raise hparams.r_max"
+        )
     model = build_model(spec.model, spec.variant, spec.hparams, stats)
     check_states(spec, structures, model)
     n_params = count_parameters(model)

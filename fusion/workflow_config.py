@@ -31,3 +31,56 @@ def config_path(config: dict, key: str, default: str) -> str:
                 "paths as wildcards and a path is one line: rename the directory"
             )
     return os.path.expanduser(value)
+
+
+# numpy's legacy seeding (np.random.seed, used by the trainer) takes 0 .. 2**32 - 1.
+MAX_SEED = 2**32 - 1
+
+
+def validate_config(config: dict, configfiles, schema_path: str | os.PathLike) -> None:
+    """Check ``config`` against the JSON schema; the first problem as one line.
+
+    Stricter than the schema's own reading in two ways: an integer must be written as one
+    (``48.0`` and ``true`` are refused, where JSON Schema would take ``48.0`` for 48), and
+    a config file that sets nothing is an error (it would otherwise leave the grid empty,
+    or, with ``if not config``, silently run the paper grid).
+    """
+    import jsonschema
+    import yaml
+
+    if not config:
+        files = ", ".join(str(f) for f in configfiles) or "(none)"
+        raise ValueError(
+            f"config: the config file(s) {files} set nothing (empty); pass a complete grid "
+            "such as config/demo.yaml, or leave --configfile out for the paper grid "
+            "config/config.yaml"
+        )
+    with open(schema_path) as fh:
+        schema = yaml.safe_load(fh)
+    base = jsonschema.validators.validator_for(schema)
+    checker = base.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
+    )
+    strict = jsonschema.validators.extend(base, type_checker=checker)
+    errors = sorted(strict(schema).iter_errors(config), key=lambda e: list(map(str, e.path)))
+    if errors:
+        error = jsonschema.exceptions.best_match(errors)
+        where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise ValueError(f"config: {where}: {error.message}{more}")
+
+
+def check_run_settings(run: str, training: dict, hparams: dict, model: str,
+                       variant: str) -> None:
+    """The training settings and hyperparameters of one run of the grid, checked as the
+    job would check them (TrainConfig, the builder's own check), before any job runs."""
+    from fusion.models.registry import check_hparams
+    from fusion.train.trainer import TrainConfig
+
+    try:
+        if model != "composition":
+            TrainConfig.from_dict(dict(training))
+        check_hparams(model, variant, hparams)
+    except (KeyError, ValueError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        raise ValueError(f"config: {run}: {message}") from None

@@ -51,14 +51,54 @@ def hidden_irreps(num_channels: int, max_L: int) -> o3.Irreps:
     )
 
 
+# Integer hyperparameters and their smallest valid value (mace-torch checks none of them).
+MACE_INT_RANGES = {"num_channels": 1, "num_interactions": 1, "correlation": 1, "max_ell": 1,
+                   "max_L": 0, "num_bessel": 1, "num_polynomial_cutoff": 1}
+
+
 def mace_hparams(hparams: dict) -> dict:
-    """Merge ``hparams`` over :data:`MACE_DEFAULTS`, rejecting unknown keys by name."""
+    """Merge ``hparams`` over :data:`MACE_DEFAULTS`, rejecting unknown keys by name and
+    values mace-torch cannot take with one message naming the key and the valid range."""
     unknown = sorted(set(hparams) - set(MACE_DEFAULTS))
     if unknown:
         raise ValueError(
             f"unknown MACE hyperparameter(s) {unknown}; valid keys: {sorted(MACE_DEFAULTS)}"
         )
-    return {**MACE_DEFAULTS, **hparams}
+    hp = {**MACE_DEFAULTS, **hparams}
+
+    def bad(key: str, expected: str) -> ValueError:
+        return ValueError(f"MACE hyperparameter {key}: expected {expected}, got {hp[key]!r}")
+
+    for key, minimum in MACE_INT_RANGES.items():
+        if isinstance(hp[key], bool) or not isinstance(hp[key], int) or hp[key] < minimum:
+            raise bad(key, f"an integer >= {minimum}")
+    r_max = hp["r_max"]
+    if isinstance(r_max, bool) or not isinstance(r_max, int | float) or not 0 < r_max < 1e6:
+        raise bad("r_max", "a cutoff radius > 0 (Å)")
+    mlp = hp["radial_MLP"]
+    if not isinstance(mlp, list | tuple) or not mlp or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in mlp
+    ):
+        raise bad("radial_MLP", "a non-empty list of integers >= 1 (hidden widths)")
+    try:
+        o3.Irreps(hp["MLP_irreps"])
+    except (ValueError, TypeError, AssertionError):
+        raise bad("MLP_irreps", "irreps such as '16x0e'") from None
+    if not isinstance(hp["use_reduced_cg"], bool):
+        raise bad("use_reduced_cg", "true or false")
+    return hp
+
+
+def check_baseline_hparams(hparams: dict) -> None:
+    """What :func:`build_mace_baseline` refuses, without building (config-time check)."""
+    hparams = dict(hparams)
+    pop_n_states(hparams)
+    enable_cueq = hparams.pop("enable_cueq", False)
+    if not isinstance(enable_cueq, bool):
+        raise ValueError(
+            f"MACE hyperparameter enable_cueq: expected true or false, got {enable_cueq!r}"
+        )
+    mace_hparams(hparams)
 
 
 def build_mace_module(hparams: dict, stats: ModelStats) -> nn.Module:
@@ -282,7 +322,7 @@ def convert_to_cueq(mace_model: nn.Module) -> nn.Module:
         torch.set_default_dtype(dtype)  # the converter sets it to the model's dtype
 
 
-@register("mace", "baseline", defaults=MACE_DEFAULTS)
+@register("mace", "baseline", defaults=MACE_DEFAULTS, check=check_baseline_hparams)
 def build_mace_baseline(hparams: dict, stats: ModelStats) -> nn.Module:
     """mace-torch's MACE exactly as ``mace_run_train`` would build it.
 

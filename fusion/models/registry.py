@@ -50,11 +50,20 @@ DEFAULT_HPARAMS: dict[tuple[str, str], dict] = {}
 DEFAULT_R_MAX = 5.0  # Å, for builders that declare no default r_max
 
 
+# (model, variant) -> a function raising ValueError (one line naming the key and the valid
+# range) for hyperparameters its builder cannot take, without building the model.
+HPARAM_CHECKS: dict[tuple[str, str], Callable[[dict], None]] = {}
+
+
 def register(
-    model: str, variant: str, defaults: dict | None = None
+    model: str,
+    variant: str,
+    defaults: dict | None = None,
+    check: Callable[[dict], None] | None = None,
 ) -> Callable[[Builder], Builder]:
     """Decorator registering ``builder`` under ``model/variant``; ``defaults``: its default
-    hyperparameters (read by :func:`graph_cutoff`)."""
+    hyperparameters (read by :func:`graph_cutoff`); ``check``: its hyperparameter check
+    (run by :func:`check_hparams` before any job, and by the builder itself)."""
 
     def deco(builder: Builder) -> Builder:
         variants = MODELS.setdefault(model, {})
@@ -62,9 +71,26 @@ def register(
             raise ValueError(f"model variant {model}/{variant} is registered twice")
         variants[variant] = builder
         DEFAULT_HPARAMS[(model, variant)] = dict(defaults or {})
+        if check is not None:
+            HPARAM_CHECKS[(model, variant)] = check
         return builder
 
     return deco
+
+
+def check_hparams(model: str, variant: str, hparams: dict) -> None:
+    """Raise ``ValueError`` when ``model/variant``'s builder would refuse ``hparams`` (cheap:
+    nothing is built; builders without a registered check accept anything here)."""
+    check_model_name(model, variant)
+    if not isinstance(hparams, dict):
+        raise ValueError(f"hyperparameters of {model}/{variant} must be a mapping, got {hparams!r}")
+    if model in CLOSED_FORM_MODELS:
+        if hparams:
+            raise ValueError(f"{model} has no hyperparameters, got {sorted(hparams)}")
+        return
+    check = HPARAM_CHECKS.get((model, variant))
+    if check is not None:
+        check(dict(hparams))
 
 
 def graph_cutoff(model: str, variant: str, hparams: dict) -> float:

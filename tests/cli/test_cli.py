@@ -125,6 +125,17 @@ def test_checkpoint_copied_from_another_run_is_set_aside_not_resumed(qm9_cache, 
     assert json.loads((homo / "metrics.json").read_text())["dataset"] == "qm9-homo"
 
 
+def test_a_cutoff_with_no_neighbours_is_named_not_reported_as_divergence(qm9_cache, tmp_path,
+                                                                         capsys):
+    spec = _spec(qm9_cache, tmp_path / "run", hparams={**TINY_MACE, "r_max": 0.3})
+    assert main(["train", "--spec", spec]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["error: r_max = 0.3 Å leaves every atom of the 48 training structures of "
+                   "qm9-U0 without neighbours (no pair closer than r_max): the model would see "
+                   "no geometry; raise hparams.r_max"]
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
 def test_composition_baseline_beats_nothing_and_is_exact_least_squares(qm9_cache, tmp_path):
     out = tmp_path / "comp"
     spec = _spec(qm9_cache, out, model="composition", split={"n_train": 2000, "n_test": 500})

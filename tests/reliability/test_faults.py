@@ -316,16 +316,16 @@ def test_snakemake_job_killed_mid_run_is_incomplete_and_redone(tmp_path):
     assert locked.returncode != 0 and "Directory cannot be locked" in text
     assert "It can be removed with the --unlock argument" in text
     assert _snakemake(tmp_path, "--unlock").returncode == 0
-    # ... and --rerun-incomplete (set in both workflow profiles) redoes the job.
+    # ... and --rerun-incomplete (set in profiles/default and the SLURM profile) redoes it.
     redone = _snakemake(tmp_path, "--rerun-incomplete")
     assert redone.returncode == 0, redone.stdout + redone.stderr
     assert out.read_text() == "half\ndone\n"
     assert "Nothing to be done" in _snakemake(tmp_path, "--dry-run").stdout
 
 
-@pytest.mark.parametrize("profile", ["default", "slurm"])
+@pytest.mark.parametrize("profile", ["profiles/default", "workflow/profiles/slurm"])
 def test_workflow_profiles_rerun_incomplete_jobs(profile):
-    settings = yaml.safe_load((REPO / f"workflow/profiles/{profile}/config.yaml").read_text())
+    settings = yaml.safe_load((REPO / f"{profile}/config.yaml").read_text())
     assert settings["rerun-incomplete"] is True
     assert settings["keep-going"] is True
 

@@ -93,3 +93,34 @@ def test_writers_refuse_the_grid_folder_of_another_run(tmp_path, capsys):
         "qm9-U0 composition/baseline seed 0: refusing to write another run's results there\n"
     )
     assert not out.exists()
+
+
+# ------------------------------------------------------------ run spec values
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"split": {"ntrain": 48}}, "run spec key 'split' has unknown key(s) ['ntrain']; valid: "
+                                    "['n_train', 'n_val', 'n_test'] (null or absent = the whole "
+                                    "official split)"),
+        ({"split": {"n_test": 0}}, "run spec key 'split.n_test' should be an integer >= 1 or "
+                                   "null, got 0"),
+        ({"split": {"n_train": 48.0}}, "run spec key 'split.n_train' should be an integer >= 1 "
+                                       "or null, got 48.0"),
+        ({"seed": 2**64}, "run spec key 'seed' should be an integer from 0 to 4294967295 "
+                          "(numpy's seed range), got 18446744073709551616"),
+        ({"seed": -1}, "run spec key 'seed' should be an integer from 0 to 4294967295"),
+        ({"batch_size": 0}, "run spec key 'batch_size' should be an integer >= 1, got 0"),
+        ({"hparams": {"num_channels": 0}},
+         "MACE hyperparameter num_channels: expected an integer >= 1, got 0"),
+        ({"hparams": {"correlation": 0}},
+         "MACE hyperparameter correlation: expected an integer >= 1, got 0"),
+    ],
+)
+def test_bad_run_spec_values_fail_before_anything_is_written(tmp_path, capsys, change, message):
+    spec = _spec(tmp_path, **change)
+    assert main(["train", "--spec", json.dumps(spec)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1
+    assert not (tmp_path / "run").exists() and not (tmp_path / "no-cache-here").exists()

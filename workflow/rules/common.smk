@@ -13,7 +13,7 @@ from fusion.data.registry import (
     family_inputs,
 )
 from fusion.models.registry import model_names
-from fusion.workflow_config import config_path
+from fusion.workflow_config import check_run_settings, config_path
 
 
 def _check_grid(config):
@@ -133,6 +133,23 @@ def grid():
     if config.get("composition", True):
         runs += [(d, "composition", "baseline", 0) for d in config["datasets"]]
     return runs
+
+
+def _check_runs():
+    """Training settings and hyperparameters of every run, checked as its job would check
+    them, before any job runs (one line naming the run, the key and the valid range)."""
+    for dataset, model, variant in sorted({run[:3] for run in grid()}):
+        hparams = dataset_setting(dataset, "hparams", {}, model=model)
+        check_run_settings(
+            f"{dataset} {model}/{variant}",
+            dataset_setting(dataset, "training", {}, model=model),
+            hparams.get(model, {}).get(variant, {}),
+            model,
+            variant,
+        )
+
+
+_check_runs()
 
 
 def run_dir(dataset, model, variant, seed):
