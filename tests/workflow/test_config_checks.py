@@ -71,6 +71,13 @@ def test_the_schema_lists_every_training_setting_of_the_trainer():
     schema = yaml.safe_load(SCHEMA.read_text())
     listed = set(schema["properties"]["training"]["properties"])
     assert listed == set(TrainConfig.keys()) - {"seed", "threads"}  # those come from the grid
+    from fusion.train import trainer
+
+    training = schema["properties"]["training"]["properties"]
+    for key, choices in (("optimizer", trainer.OPTIMIZERS), ("scheduler", trainer.SCHEDULERS),
+                         ("monitor", trainer.MONITORS), ("loss", trainer.LOSSES),
+                         ("dtype", trainer.DTYPES), ("amp_dtype", trainer.AMP_DTYPES)):
+        assert training[key]["enum"] == list(choices), key
 
 
 @pytest.mark.parametrize(
