@@ -9,6 +9,7 @@
     fusion params --model mace --variant baseline [--hparams JSON]
     fusion cards qm9-U0 --out results/tables/dataset_cards.md
     fusion aggregate METRICS... --out-dir results/tables
+    fusion study --config config/study.yaml --out-dir results/study   # publish the study
     fusion states-table --summary results/tables/summary.csv --out-dir results/tables
     fusion figures --summary results/tables/summary.csv --logs LOGS... --out-dir results/figures
     fusion figures --kernels results/benchmarks/product.csv --out-dir results/figures
@@ -88,6 +89,12 @@ def _cmd_evaluate(args) -> None:
     from fusion.transfer import run_transfer_evaluation
 
     run_transfer_evaluation(spec_from_env_or_arg(args.spec))
+
+
+def _cmd_study(args) -> None:
+    from fusion.analysis.study import publish_from_files
+
+    publish_from_files(args.config, args.results, args.out_dir, args.wall_seconds)
 
 
 def _cmd_params(args) -> None:
@@ -245,6 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--model-pages", nargs="*", default=[], help="models that get a models/<model>.html page"
     )
     p.set_defaults(func=_cmd_aggregate)
+
+    p = sub.add_parser("study", help="publish a finished study: runs, tables, figures")
+    p.add_argument("--config", default="config/study.yaml", help="the study's workflow config")
+    p.add_argument("--results", default="results", help="where the workflow wrote its runs")
+    p.add_argument("--out-dir", default="results/study")
+    p.add_argument("--wall-seconds", type=float, help="measured wall time of the workflow")
+    p.set_defaults(func=_cmd_study)
 
     p = sub.add_parser("states-table", help="summary.csv -> per-state errors (states.csv/md/html)")
     p.add_argument("--summary", required=True, help="summary.csv written by fusion aggregate")

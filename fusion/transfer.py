@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["source_run_dir", "run_transfer_evaluation"]
+__all__ = ["source_run_dir", "evaluate_run", "run_transfer_evaluation"]
 
 # Spec keys that may differ between a transfer run and the run it evaluates.
 _MAY_DIFFER = {"dataset", "out_dir", "split", "eval_batch_size", "threads", "cache_dir"}
@@ -35,15 +35,28 @@ def source_run_dir(spec) -> Path:
     return out.parents[3] / source / spec.model / spec.variant / out.name
 
 
+def evaluate_run(run_dir, structures, indices, batch_size: int = 50, cache_dir=None) -> dict:
+    """Errors (as ``fusion.train.trainer.evaluate``) of the best weights of the training run
+    ``run_dir`` on ``structures[indices]``; forces only where the data label them."""
+    from fusion.data.graphs import GraphLoader
+    from fusion.dynamics.calculator import load_run_model
+    from fusion.train.trainer import evaluate
+
+    module, elements, r_max, dtype = load_run_model(run_dir, cache_dir)
+    test = structures.subset(indices)
+    if not structures.meta.get("test_has_forces", True):
+        test.forces = None  # energy-only labels (the zeros stored for them are not data)
+    loader = GraphLoader(test, np.arange(len(test)), batch_size=batch_size, r_max=r_max,
+                         elements=elements, dtype=dtype)
+    return evaluate(module, loader, dtype=dtype, report_factor=structures.meta["report_factor"])
+
+
 def run_transfer_evaluation(spec, log=print) -> dict:
     """Write ``<out_dir>/metrics.json`` for the transfer dataset ``spec.dataset``."""
     import torch
 
-    from fusion.data.graphs import GraphLoader
-    from fusion.dynamics.calculator import load_run_model
     from fusion.experiment import _base_metrics, _load_split
     from fusion.train.metrics import write_metrics_json
-    from fusion.train.trainer import evaluate
 
     source = source_run_dir(spec)
     metrics_path = source / "metrics.json"
@@ -62,14 +75,9 @@ def run_transfer_evaluation(spec, log=print) -> dict:
                          f"{trained.get('variant')}, not {spec.model}/{spec.variant}")
 
     torch.set_num_threads(spec.threads)
-    module, elements, r_max, dtype = load_run_model(source, spec.cache_dir)
     structures, splits = _load_split(spec)
-    test = structures.subset(splits["test"])
-    if not structures.meta.get("test_has_forces", True):
-        test.forces = None  # energy-only labels (the zeros stored for them are not data)
-    loader = GraphLoader(test, np.arange(len(test)), batch_size=spec.eval_batch_size,
-                         r_max=r_max, elements=elements, dtype=dtype)
-    errors = evaluate(module, loader, dtype=dtype, report_factor=structures.meta["report_factor"])
+    errors = evaluate_run(source, structures, splits["test"], spec.eval_batch_size,
+                          spec.cache_dir)
     seconds = errors.pop("seconds")
     metrics = _base_metrics(spec, structures)
     metrics.update({

@@ -543,6 +543,15 @@ def kernel_speed(csv_paths: Iterable[PathArg], out_path: PathArg) -> list[Path]:
 # --------------------------------------------------------------------------- entry point
 
 
+def _trained_as(dataset: str) -> str | None:
+    """The dataset whose runs a transfer test set is evaluated with (card ``trained_as``)."""
+    from fusion.data.registry import DATASETS, load_builtin_datasets
+
+    load_builtin_datasets()
+    spec = DATASETS.get(dataset)
+    return None if spec is None else spec.card.get("trained_as")
+
+
 def main_figures(
     summary_csv: PathArg | None,
     log_paths: Iterable[PathArg],
@@ -605,6 +614,9 @@ def main_figures(
             summary, panels, folder / "error_vs_params", "test"
         )
         curves = logs[logs["dataset"] == dataset]
+        trained_as = _trained_as(dataset)
+        if curves.empty and trained_as is not None:  # a transfer test set: its training run
+            curves = logs[logs["dataset"] == trained_as]
         if curves.empty:
             raise ValueError(f"figures: no training logs for dataset {dataset!r}")
         written[f"{dataset}:learning_curves"] = learning_curves(

@@ -10,8 +10,8 @@ train file train, its last 50 validate, the 1,000 frames of the test file test. 
 0..4 are the five official splits, and results paired over seeds are paired over splits.
 
 The cache ``<cache_dir>/rmd17-<mol>/rmd17-<mol>.npz`` holds the ten files' frames in
-order (subset labels ``train_1`` .. ``test_5``) and each frame's index in the 100k-frame
-archive (``old_index``). The whole archive (figshare 12672038) stays available as
+order (subset labels ``train_1`` .. ``test_5``) and each frame's index in the original MD17
+trajectory (``old_index``, the files' ``old_indices``). The whole archive (figshare 12672038) stays available as
 ``rmd17-full-<mol>`` (:mod:`fusion.data.forcefields`).
 """
 
@@ -70,14 +70,14 @@ def prepare_rmd17(molecule: str, cache_dir: str | os.PathLike = "resources",
             n = frames["n_atoms"].shape[0]
             if "old_indices" not in arrays or np.shape(arrays["old_indices"]) != (n,):
                 raise ValueError(f"{path}: 'old_indices' missing or not of shape ({n},); "
-                                 "expected the archive index of every frame")
+                                 "expected the MD17 index of every frame")
             seen[kind] = np.asarray(arrays["old_indices"], dtype=np.int64)
             parts.append((f"{kind}_{k}", frames))
             old.append(seen[kind])
         both = np.intersect1d(seen["train"], seen["test"])
         if both.size:
             raise ValueError(f"{split_file(molecule, 'test', k)}: {both.size} frames (e.g. "
-                             f"archive index {both[0]}) are also in the train file of pair {k}")
+                             f"MD17 index {both[0]}) are also in the train file of pair {k}")
     z_first = parts[0][1]["z"][: parts[0][1]["n_atoms"][0]]
     for label, frames in parts:
         if not np.array_equal(frames["z"][: frames["n_atoms"][0]], z_first):
@@ -97,7 +97,7 @@ def load_rmd17(molecule: str, cache_dir: str | os.PathLike = "resources",
     """rMD17 ``molecule`` on the author's pair ``split_index`` (default: ``seed + 1``):
     950 train / 50 val (first / last frames of the train file), 1,000 test; each cut to its
     first ``n_*``. Returns ``(Structures, splits)``; ``meta["old_index"]`` is each frame's
-    index in the 100k-frame archive."""
+    index in the original MD17 trajectory."""
     _lookup(molecule, RMD17_MOLECULES, "rMD17")
     k = seed + 1 if split_index is None else split_index
     if k not in range(1, N_SPLITS + 1):

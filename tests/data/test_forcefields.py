@@ -146,21 +146,21 @@ def test_rmd17_units_and_official_splits(tmp_path):
     assert ff._val_from_train(np.arange(1000), 50)[1].shape == (50,)  # rMD17: 950 / 50
     assert ff._val_from_train(np.arange(500), 50)[1].shape == (50,)  # 3BPA: 450 / 50
     assert cut["train"].tolist() == sp["train"][:5].tolist() and len(cut["test"]) == 4
-    assert dataset_cache_path("rmd17-ethanol", tmp_path) == \
-        tmp_path / "rmd17-ethanol" / "rmd17-ethanol.npz"
-    assert (tmp_path / "rmd17-ethanol" / "rmd17-ethanol.npz").exists()
+    assert dataset_cache_path("rmd17-full-ethanol", tmp_path) == \
+        tmp_path / "rmd17-full-ethanol" / "rmd17-full-ethanol.npz"
+    assert (tmp_path / "rmd17-full-ethanol" / "rmd17-full-ethanol.npz").exists()
 
 
 def test_rmd17_registry_and_get_dataset(tmp_path):
     write_rmd17_archive(tmp_path)
     keys = dataset_keys()
-    assert {f"rmd17-{m}" for m in ff.RMD17_MOLECULES} <= set(keys)
-    s, sp = get_dataset("rmd17-ethanol", cache_dir=tmp_path, n_train=10, n_val=1, n_test=5)
+    assert {f"rmd17-full-{m}" for m in ff.RMD17_MOLECULES} <= set(keys)
+    s, sp = get_dataset("rmd17-full-ethanol", cache_dir=tmp_path, n_train=10, n_val=1, n_test=5)
     assert len(sp["train"]) == 10 and s.forces is not None
 
 
 def test_rmd17_mismatched_lengths_and_nan_name_file_and_frame(tmp_path):
-    other = tmp_path / "rmd17-aspirin" / "rmd17-aspirin.npz"
+    other = tmp_path / "rmd17-full-aspirin" / "rmd17-full-aspirin.npz"
     other.parent.mkdir(parents=True)
     other.write_bytes(b"another dataset's cache")
     pos, e, f = md_frames(40)
@@ -173,7 +173,7 @@ def test_rmd17_mismatched_lengths_and_nan_name_file_and_frame(tmp_path):
     with pytest.raises(ValueError, match=r"rmd17_ethanol\.npz: frame 7: non-finite value in "
                                          r"'forces'"):
         ff.load_rmd17("ethanol", tmp_path, opener=no_network)
-    assert not (tmp_path / "rmd17-ethanol" / "rmd17-ethanol.npz").exists()
+    assert not (tmp_path / "rmd17-full-ethanol" / "rmd17-full-ethanol.npz").exists()
     assert other.read_bytes() == b"another dataset's cache"
 
 
@@ -314,19 +314,19 @@ def test_offline_error_names_url_file_and_checksum_status(tmp_path):
 def test_card_statistics_from_the_cache(tmp_path):
     from fusion.data.cards import card_with_stats
 
-    before = card_with_stats("rmd17-ethanol", tmp_path)
+    before = card_with_stats("rmd17-full-ethanol", tmp_path)
     assert "not built yet" in before["data"] and not (tmp_path / "downloads").exists()
     write_rmd17_archive(tmp_path)
     s, sp = ff.load_rmd17("ethanol", tmp_path, opener=no_network)
-    card = card_with_stats("rmd17-ethanol", tmp_path)
+    card = card_with_stats("rmd17-full-ethanol", tmp_path)
     assert card["source"].startswith("https://figshare.com/ndownloader/files/23950376")
     assert card["data: n_structures"] == 40 and card["data: n_atoms"] == [9]
     assert card["data: split_sizes"] == {"train": 18, "val": 2, "test": 12}
     assert card["data: y_std (eV)"] == round(float(np.std(s.y)), 4)
     assert card["data: forces_max_abs (eV/Å)"] == round(float(np.abs(s.forces).max()), 4)
     json.dumps(card)  # card values are plain JSON
-    (tmp_path / "rmd17-ethanol" / "rmd17-ethanol.npz").write_bytes(b"broken")
-    assert "CacheError" in card_with_stats("rmd17-ethanol", tmp_path)["data: unavailable"]
+    (tmp_path / "rmd17-full-ethanol" / "rmd17-full-ethanol.npz").write_bytes(b"broken")
+    assert "CacheError" in card_with_stats("rmd17-full-ethanol", tmp_path)["data: unavailable"]
 
 
 # ---------------------------------------------------------------------- training with forces
@@ -410,7 +410,7 @@ def test_fusion_cards_renders_statistics_from_the_cache(tmp_path):
     write_rmd17_archive(tmp_path)
     ff.load_rmd17("ethanol", tmp_path, opener=no_network)
     out = tmp_path / "cards.md"
-    assert main(["cards", "rmd17-ethanol", "xxmd-stilbene-s1", "--out", str(out),
+    assert main(["cards", "rmd17-full-ethanol", "xxmd-stilbene-s1", "--out", str(out),
                  "--cache-dir", str(tmp_path)]) == 0
     text = out.read_text()
     assert "| data: n_structures | 40 |" in text

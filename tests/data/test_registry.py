@@ -49,7 +49,7 @@ def test_family_inputs_name_the_jobs_a_cache_is_built_from(tmp_path):
     assert len(shards) == N_SHARDS and len(set(shards)) == N_SHARDS
     assert shards[0] == tmp_path / "qm9xtb" / "shards" / f"shard-000-of-{N_SHARDS:03d}.npz"
     assert registry.family_inputs("rmd17xtb-ethanol", "c") == [
-        Path("c") / "rmd17-ethanol" / "rmd17-ethanol.npz"
+        Path("c") / "rmd17-full-ethanol" / "rmd17-full-ethanol.npz"
     ]
     assert registry.family_inputs("qm9", tmp_path) == []
     with pytest.raises(KeyError, match="unknown dataset family 'qm10'"):

@@ -80,7 +80,7 @@ def test_cache_built_with_the_split_frames_only(prepared):
     assert path == cache_dir / "rmd17xtb-ethanol" / "rmd17xtb-ethanol.npz"
     assert dataset_cache_path("rmd17xtb-ethanol", cache_dir) == path
     assert path.exists() and not list(path.parent.glob("*.tmp*"))
-    assert (cache_dir / "rmd17-ethanol" / "rmd17-ethanol.npz").exists()  # built on the way
+    assert (cache_dir / "rmd17-full-ethanol" / "rmd17-full-ethanol.npz").exists()  # built on the way
     s, sp = get_dataset("rmd17xtb-ethanol", cache_dir=cache_dir)
     _, source_splits = ff.load_rmd17("ethanol", cache_dir, **SMALL, opener=no_network)
     expected = np.concatenate([source_splits[k] for k in ("train", "val", "test")])
@@ -171,5 +171,5 @@ def test_load_without_cache_and_stale_cache_are_clear_errors(prepared, tmp_path)
     (stale / "rmd17xtb-ethanol" / "rmd17xtb-ethanol.npz").write_bytes(path.read_bytes())
     write_rmd17_archive(stale, seed=5)
     with pytest.raises(CacheError, match=r"rmd17xtb-ethanol\.npz.*frames differ from the "
-                                         r"rmd17-ethanol cache"):
+                                         r"rmd17-full-ethanol cache"):
         get_dataset("rmd17xtb-ethanol", cache_dir=stale, opener=no_network)
