@@ -16,7 +16,9 @@
     fusion dynamics --spec JSON|@file    # stilbene surface hopping with a multi-state run
     fusion dynamics-table ANALYSIS... --tables-dir results/tables --figures-dir results/figures
 
-Every error a user can cause ends in one line ``error: ...`` and exit status 2.
+Every error a user can cause ends in one line ``error: ...`` and exit status 2; an
+operating-system error (full disk, read-only folder, a file where a folder should be, a name
+too long) in one line naming the path, exit status 1.
 """
 
 from __future__ import annotations
@@ -286,14 +288,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _os_error(err: OSError) -> str:
+    """One line for an operating-system error, naming the path(s) involved."""
+    what = err.strerror or str(err)
+    if err.filename is None:
+        return str(err)
+    paths = f"{err.filename}" + (f" -> {err.filename2}" if err.filename2 else "")
+    return f"{paths}: {what} (errno {err.errno})"
+
+
+def _terminate(signum, frame):
+    """SIGTERM (pre-emption, `kill`, Snakemake stopping a job) unwinds like an exception, so
+    temporary files of interrupted writes are removed; finished files are untouched."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
+
     args = build_parser().parse_args(argv)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
     try:
         args.func(args)
     except (KeyError, ValueError, FileNotFoundError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"error: {message}", file=sys.stderr)
         return 2
+    except OSError as err:
+        # Expected operating-system errors: a full disk, a read-only folder, a file where a
+        # folder should be, a name too long, a folder given as a file.
+        print(f"error: {_os_error(err)}", file=sys.stderr)
+        return 1
     except RuntimeError as err:
         # Our own failures (diverged training, corrupt cache or checkpoint) already say
         # what went wrong and what was kept: one line, not a traceback.
@@ -301,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {err}", file=sys.stderr)
         return 1
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -88,6 +88,25 @@ def fsync_dir(directory: str | os.PathLike) -> None:
         os.close(fd)
 
 
+class _RecordingFile:
+    """A file object that remembers the OSError its ``write`` raised (torch.save reports a
+    failed write, e.g. a full disk, only as a RuntimeError about stream positions)."""
+
+    def __init__(self, f):
+        self._f = f
+        self.error: OSError | None = None
+
+    def write(self, data):
+        try:
+            return self._f.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+
 def _atomic_write(
     path: Path,
     write: Callable[[object], None],
@@ -95,24 +114,33 @@ def _atomic_write(
     before_replace: Callable[[], None] | None = None,
 ) -> None:
     """Write via a temp file in ``path``'s folder, fsync, ``os.replace``; ``before_replace``
-    runs once the new content is on disk, just before it takes ``path``'s name."""
+    runs once the new content is on disk, just before it takes ``path``'s name.
+
+    Any failure removes the temporary file; a failed write or flush (full disk, file size
+    limit, I/O error) is raised as ``OSError`` naming ``path``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    recording = None
     try:
         os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, mode) as f:
-            write(f)
+            recording = _RecordingFile(f)
+            write(recording)
             f.flush()
             os.fsync(f.fileno())
         if before_replace is not None:
             before_replace()
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        cause = recording.error if recording is not None and recording.error else err
+        if isinstance(cause, OSError) and cause.filename is None:
+            raise OSError(cause.errno, cause.strerror or str(cause), str(path)) from err
         raise
     fsync_dir(path.parent)
 

@@ -136,6 +136,27 @@ def test_a_cutoff_with_no_neighbours_is_named_not_reported_as_divergence(qm9_cac
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
+LIMITED = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+from fusion.cli import main
+sys.exit(main(["train", "--spec", sys.argv[1]]))
+"""
+
+
+def test_a_full_disk_during_training_is_one_error_line_naming_the_file(qm9_cache, tmp_path):
+    """Files may not grow past 20 kB (as on a full disk): the first checkpoint cannot be
+    written. One line names it, exit 1, no temporary file is left behind."""
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-c", LIMITED, _spec(qm9_cache, out, epochs=2)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr
+    err = proc.stderr.strip().splitlines()
+    assert err == [f"error: {out}/checkpoint.pt: File too large (errno 27)"], proc.stderr
+    assert not list(out.glob(".*.tmp")) and not (out / "checkpoint.pt").exists()
+
+
 def test_composition_baseline_beats_nothing_and_is_exact_least_squares(qm9_cache, tmp_path):
     out = tmp_path / "comp"
     spec = _spec(qm9_cache, out, model="composition", split={"n_train": 2000, "n_test": 500})

@@ -124,3 +124,66 @@ def test_bad_run_spec_values_fail_before_anything_is_written(tmp_path, capsys, c
     err = capsys.readouterr().err
     assert err.startswith(f"error: {message}") and err.count("\n") == 1
     assert not (tmp_path / "run").exists() and not (tmp_path / "no-cache-here").exists()
+
+
+# ------------------------------------------------------------ operating-system errors
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err.strip()
+
+
+def test_a_file_where_the_run_folder_should_be(tmp_path, capsys):
+    (tmp_path / "taken").write_text("not a folder")
+    spec = _spec(tmp_path, out_dir=str(tmp_path / "taken" / "run"), training={"epochs": 1})
+    assert main(["train", "--spec", json.dumps(spec)]) == 1
+    assert _one_error_line(capsys) == (
+        f"error: {tmp_path}/taken/run: Not a directory (errno 20)")
+
+
+def test_a_name_too_long(tmp_path, capsys):
+    out = tmp_path / ("r" * 300)
+    spec = _spec(tmp_path, out_dir=str(out), training={"epochs": 1})
+    assert main(["train", "--spec", json.dumps(spec)]) == 1
+    assert _one_error_line(capsys) == f"error: {out}: File name too long (errno 36)"
+
+
+def test_a_folder_given_as_the_spec_file(tmp_path, capsys):
+    assert main(["train", "--spec", f"@{tmp_path}"]) == 1
+    assert _one_error_line(capsys) == f"error: {tmp_path}: Is a directory (errno 21)"
+
+
+def test_a_read_only_folder(tmp_path, capsys, monkeypatch):
+    """Tests run as root, which writes anyway: the refusal the kernel gives a user in a
+    read-only folder is injected where the run's folder is created."""
+    import errno
+    from pathlib import Path
+
+    out = tmp_path / "ro" / "run"
+
+    def read_only(self, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    spec = _spec(tmp_path, out_dir=str(out), training={"epochs": 1})
+    assert main(["train", "--spec", json.dumps(spec)]) == 1
+    assert _one_error_line(capsys) == f"error: {out}: Permission denied (errno 13)"
+
+
+def test_a_full_disk_while_writing_names_the_file_and_leaves_no_temporary(tmp_path, capsys,
+                                                                          monkeypatch):
+    import errno
+
+    from fusion.train import checkpoint
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.os, "fsync", full)
+    out = tmp_path / "tables" / "dataset_cards.md"
+    with pytest.raises(OSError) as err:
+        checkpoint.atomic_write_text(out, "x" * 1000)
+    assert (err.value.errno, err.value.filename) == (errno.ENOSPC, str(out))
+    assert list(out.parent.iterdir()) == []  # no temporary left behind
