@@ -26,6 +26,17 @@ demo: $(VENV)/.installed
 		--report results/report.html
 	@echo "report: results/report.html  tables: results/tables/comparison.md"
 
+# The study tier (config/study.yaml, <= 2 h on 2 cores): real rMD17 and acetylacetone files,
+# downloaded on first use (pinned sha256) or placed first with `.venv/bin/fusion data import
+# DIR`. Then `fusion study` copies runs, tables and figures to results/study/ (committed).
+study: $(VENV)/.installed
+	@start=$$(date +%s); \
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --configfile config/study.yaml \
+		--cores $(CORES) --rerun-incomplete --keep-going --printshellcmds && \
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/fusion study --config config/study.yaml \
+		--out-dir results/study --wall-seconds $$(( $$(date +%s) - start ))
+	@echo "study tables: results/study/tables/study.md"
+
 # The report test (tests/report) opens results/report.html in headless Chromium (Debian's
 # package): installed here when missing, so that test never skips.
 chromium:

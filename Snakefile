@@ -43,6 +43,7 @@ localrules:
     product_benchmark_figure,
     dynamics_table,
     states_table,
+    study_page,
 
 
 rule all:

@@ -99,6 +99,24 @@ def _cmd_study(args) -> None:
     publish_from_files(args.config, args.results, args.out_dir, args.wall_seconds)
 
 
+def _cmd_readme(args) -> None:
+    from pathlib import Path
+
+    from fusion.analysis.readme import render_readme, stale_blocks
+
+    path = Path(args.readme)
+    text = path.read_text(encoding="utf-8")
+    if args.check:
+        stale = stale_blocks(text, path.parent)
+        if stale:
+            raise ValueError(f"{path}: generated block(s) differ from {', '.join(stale)}; "
+                             "run `fusion readme` to rewrite them")
+        print(f"{path}: every generated block matches its file")
+        return
+    path.write_text(render_readme(text, path.parent), encoding="utf-8")
+    print(f"{path}: generated blocks rewritten")
+
+
 def _cmd_params(args) -> None:
     import numpy as np
 
@@ -135,7 +153,8 @@ def _cmd_cards(args) -> None:
 def _cmd_aggregate(args) -> None:
     from fusion.analysis.aggregate import main_aggregate
 
-    main_aggregate(args.metrics, args.out_dir, model_pages=args.model_pages)
+    main_aggregate(args.metrics, args.out_dir, model_pages=args.model_pages,
+                   study_page=args.study_page)
 
 
 def _cmd_states_table(args) -> None:
@@ -253,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model-pages", nargs="*", default=[], help="models that get a models/<model>.html page"
     )
+    p.add_argument("--study-page", help="the committed study.rst, shown first on the landing page")
     p.set_defaults(func=_cmd_aggregate)
 
     p = sub.add_parser("study", help="publish a finished study: runs, tables, figures")
@@ -261,6 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", default="results/study")
     p.add_argument("--wall-seconds", type=float, help="measured wall time of the workflow")
     p.set_defaults(func=_cmd_study)
+
+    p = sub.add_parser("readme", help="rewrite README.md's generated result tables")
+    p.add_argument("--readme", default="README.md")
+    p.add_argument("--check", action="store_true", help="only check; fail when stale")
+    p.set_defaults(func=_cmd_readme)
 
     p = sub.add_parser("states-table", help="summary.csv -> per-state errors (states.csv/md/html)")
     p.add_argument("--summary", required=True, help="summary.csv written by fusion aggregate")

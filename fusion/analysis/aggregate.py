@@ -759,6 +759,7 @@ def main_aggregate(
     out_dir: PathArg,
     literature: bool = True,
     model_pages: Iterable[str] = (),
+    study_page: PathArg | None = None,
 ) -> dict[str, Path]:
     """Aggregate metrics files into ``out_dir`` (the workflow uses ``results/tables``).
 
@@ -767,6 +768,8 @@ def main_aggregate(
     ``comparison.md``, the front page ``front_page.{csv,md,html,rst}``, the provenance table
     ``provenance.{csv,html}`` and, for each model in ``model_pages``, ``models/<model>.html``
     (that model's rows of the front page; a model without results gets a page saying so).
+    ``study_page``: the committed study's ``study.rst``; when it exists, the landing page
+    (``front_page.rst``) shows it first.
     Returns the paths under the keys ``summary``, ``comparison``, ``comparison_md``,
     ``front_page``, ``front_page_md``, ``front_page_html``, ``front_page_rst``,
     ``provenance``, ``provenance_html`` and ``model:<model>``.
@@ -798,7 +801,11 @@ def main_aggregate(
     front.to_csv(paths["front_page"], index=False)
     paths["front_page_md"].write_text(fp.front_page_markdown(front), encoding="utf-8")
     paths["front_page_html"].write_text(fp.front_page_html(front), encoding="utf-8")
-    paths["front_page_rst"].write_text(fp.front_page_rst(front, len(runs)), encoding="utf-8")
+    preface = ""
+    if study_page is not None and Path(study_page).is_file():
+        preface = Path(study_page).read_text(encoding="utf-8")
+    paths["front_page_rst"].write_text(fp.front_page_rst(front, len(runs), preface),
+                                       encoding="utf-8")
     provenance.to_csv(paths["provenance"], index=False)
     paths["provenance_html"].write_text(fp.provenance_html(provenance), encoding="utf-8")
     for model in model_pages:

@@ -303,7 +303,7 @@ def _rst_cell(text: str) -> str:
     return escaped or "–"
 
 
-def front_page_rst(front: pd.DataFrame, n_runs: int) -> str:
+def front_page_rst(front: pd.DataFrame, n_runs: int, preface: str = "") -> str:
     """reStructuredText for the report's landing page: the study's question in one table.
 
     One row per dataset, target and model family that has fusion variants: the baseline's
@@ -315,7 +315,11 @@ def front_page_rst(front: pd.DataFrame, n_runs: int) -> str:
     if front is None or len(front) == 0:
         raise ValueError("front_page_rst: the front-page table is empty")
     ours = front[front["source"] == agg.OURS]
-    out = [
+    # ``preface``: the committed study's tables (results/study/tables/study.rst), shown first.
+    out = [] if not preface else [
+        "**The committed study** (real benchmark data, ``make study``; results/study/):",
+        "", preface.rstrip(), "", "**This run:**", ""]
+    out += [
         "**fusion-bench: results at a glance.** Does a **fusion block** lower an equivariant "
         f"network's test error without adding parameters? From {n_runs} training runs: each "
         "fusion variant against its own baseline (test MAE, mean ± std over seeds; Δ paired "

@@ -100,3 +100,18 @@ def test_tables_are_empty_without_their_benchmarks():
     empty = pd.DataFrame(columns=["dataset", "model", "variant", "seed", "n_params", "split",
                                   "metric", "value", "unit"])
     assert rmd17_table(empty).empty and acac_table(empty).empty
+
+
+def test_landing_page_shows_the_committed_study_first(study_results):
+    from fusion.analysis.aggregate import main_aggregate
+
+    out = study_results / "study"
+    paths = publish_study(CONFIG, study_results / "results", out, log=lambda _: None)
+    metrics = sorted((study_results / "results" / "train").rglob("metrics.json"))
+    demo = main_aggregate(metrics, study_results / "tables", study_page=paths["study_rst"])
+    rst = demo["front_page_rst"].read_text()
+    assert rst.startswith("**The committed study**")
+    assert rst.index("rMD17 ethanol") < rst.index("**This run:**") < rst.index("results at a")
+    plain = main_aggregate(metrics, study_results / "plain",
+                           study_page=study_results / "missing.rst")
+    assert plain["front_page_rst"].read_text().startswith("**fusion-bench: results at a")

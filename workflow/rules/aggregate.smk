@@ -60,9 +60,25 @@ rule aggregate:
         "../../environment.yml"
     params:
         models=report_models(config),
+        study=STUDY_RST,
     shell:
         "fusion aggregate {input:q} --out-dir results/tables --model-pages {params.models:q} "
-        "2>&1 | tee {log:q}"
+        "--study-page {params.study:q} 2>&1 | tee {log:q}"
+
+
+# The committed study's tables (results/study/, written by `make study`), in the report.
+rule study_page:
+    input:
+        STUDY_HTML,
+    output:
+        report(
+            "results/tables/study.html",
+            caption="../report/study.rst",
+            category="0 Study (committed)",
+            labels={"table": "real benchmarks vs published", "format": "HTML"},
+        ),
+    shell:
+        "cp {input:q} {output:q}"
 
 
 # Per-state errors (S0, S1, S1 - S0 gap) of multi-state datasets such as stilbene-tddft.
