@@ -77,8 +77,12 @@ rule study_page:
             category="0 Study (committed)",
             labels={"table": "real benchmarks vs published", "format": "HTML"},
         ),
+    log:
+        "results/logs/study_page.log",
+    conda:
+        "../../environment.yml"
     shell:
-        "cp {input:q} {output:q}"
+        "cp {input:q} {output:q} 2>&1 | tee {log:q}"
 
 
 # Per-state errors (S0, S1, S1 - S0 gap) of multi-state datasets such as stilbene-tddft.
