@@ -9,7 +9,9 @@ cache is never silently recomputed over.
 
 from __future__ import annotations
 
+import glob
 import os
+import socket
 import tempfile
 import zipfile
 from collections.abc import Iterable, Mapping
@@ -38,12 +40,45 @@ def _umask() -> int:
     return mask
 
 
+def _temporary_prefix(path: Path, pid: int | str) -> str:
+    return f".{path.name}.{socket.gethostname()}.{pid}."
+
+
+def remove_dead_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete temporary files of ``path`` left by writers on this host that no longer run
+    (a SIGKILL leaves its temporary: up to the size of the cache). Returns what was
+    removed; temporaries of live writers or of other hosts are left alone."""
+    path = Path(path)
+    removed = []
+    prefix = f".{path.name}.{socket.gethostname()}."
+    for tmp in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        pid = tmp.name[len(prefix):].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # still running
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except OSError:
+            pass
+    return removed
+
+
 def save_npz_atomic(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
                     format_version: int) -> Path:
     """Write ``arrays`` (plus ``format_version``) to ``path`` atomically; return the path.
 
     The data is written uncompressed (fast to load) to a unique temporary file in the
-    target directory, flushed to disk, then moved into place with ``os.replace``.
+    target directory (named after this host and process), flushed to disk, then moved into
+    place with ``os.replace``. On any failure (including SIGTERM under the ``fusion``
+    command) the temporary is removed and a failed write raises ``OSError`` naming
+    ``path``; temporaries of killed writers (SIGKILL) are removed by the next write.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -51,7 +86,9 @@ def save_npz_atomic(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
     if "format_version" in payload:
         raise ValueError("'format_version' is reserved in cache arrays")
     payload["format_version"] = np.asarray(format_version, dtype=np.int64)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_dead_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path, os.getpid()), suffix=".tmp",
+                               dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **payload)
@@ -59,11 +96,13 @@ def save_npz_atomic(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; use normal permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(err, OSError) and err.filename is None:
+            raise OSError(err.errno, err.strerror or str(err), str(path)) from err
         raise
     return path
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fusion.data.structures import MAX_Z
+
 __all__ = ["FrameError", "XYZFrames", "read_extxyz", "parse_extxyz", "parse_comment"]
 
 ENERGY_KEYS = ("energy", "REF_energy", "DFT_energy", "dft_energy", "total_energy")
@@ -82,7 +84,13 @@ def read_extxyz(path: str | os.PathLike, energy_keys: Sequence[str] = ENERGY_KEY
     first of ``forces_keys`` present in ``Properties``. Raises :class:`FrameError`
     naming the file, frame and line on any malformed or incomplete frame.
     """
-    return parse_extxyz(Path(path).read_text(), str(path), energy_keys, forces_keys)
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise FrameError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); "
+                         "a binary or corrupt file where extxyz text was expected") from None
+    return parse_extxyz(text, str(path), energy_keys, forces_keys)
 
 
 def parse_extxyz(text: str, path: str, energy_keys: Sequence[str] = ENERGY_KEYS,
@@ -126,6 +134,13 @@ def parse_extxyz(text: str, path: str, energy_keys: Sequence[str] = ENERGY_KEYS,
         for need in ("species", "pos"):
             if need not in cols:
                 raise FrameError(f"{where}: Properties={props!r} has no {need!r} column")
+        # The columns we read must have their fixed widths, or every later one would shift.
+        for name, width, kinds in (("species", 1, "SI"), ("pos", 3, "R"), (fkey, 3, "R")):
+            if name is not None and (cols[name][1] != width or cols[name][2] not in kinds):
+                raise FrameError(
+                    f"{where}: Properties={props!r}: {name!r} is {cols[name][2]}:"
+                    f"{cols[name][1]}, expected {' or '.join(kinds)}:{width}"
+                )
         try:
             energy = float(info[ekey])
         except ValueError:
@@ -142,6 +157,11 @@ def parse_extxyz(text: str, path: str, energy_keys: Sequence[str] = ENERGY_KEYS,
             z = np.array([int(s) if s.isdigit() else sym[s] for s in species], dtype=np.int64)
         except KeyError as err:
             raise FrameError(f"{where}: unknown element symbol {err.args[0]!r}") from None
+        out_of_range = np.flatnonzero((z < 1) | (z > MAX_Z))
+        if out_of_range.size:
+            k = int(out_of_range[0])
+            raise FrameError(f"{path}: frame {frame} (line {i + 3 + k}): atomic number "
+                             f"{int(z[k])} of atom {k}; expected 1..{MAX_Z}")
         p0 = cols["pos"][0]
         try:
             if fkey is None:  # energy-only frame: zero forces, flagged in info

@@ -54,7 +54,7 @@ from fusion.data.registry import (
     register,
     register_family,
 )
-from fusion.data.structures import Structures, take_splits
+from fusion.data.structures import MAX_Z, Structures, atomic_numbers, take_splits
 
 __all__ = [
     "KCAL_MOL_TO_EV",
@@ -153,7 +153,11 @@ def frames_from_npz(arrays: dict[str, np.ndarray], source: str, keys: dict[str, 
     missing = [v for v in keys.values() if v not in arrays]
     if missing:
         raise ValueError(f"{source}: missing arrays {missing}; found {sorted(arrays)}")
-    z = np.asarray(arrays[keys["z"]]).reshape(-1).astype(np.int64)
+    z = atomic_numbers(np.asarray(arrays[keys["z"]]).reshape(-1), f"{source}: {keys['z']!r}")
+    if z.size and (z.min() < 1 or z.max() > MAX_Z):
+        bad = int(np.flatnonzero((z < 1) | (z > MAX_Z))[0])
+        raise ValueError(f"{source}: {keys['z']!r}[{bad}] = {int(z[bad])}; expected an atomic "
+                         f"number 1..{MAX_Z}")
     pos = np.asarray(arrays[keys["pos"]], dtype=np.float64)
     energy = np.asarray(arrays[keys["energy"]], dtype=np.float64)
     forces = np.asarray(arrays[keys["forces"]], dtype=np.float64)
@@ -191,8 +195,18 @@ def _concat(parts: list[tuple[str, dict[str, np.ndarray]]]) -> dict[str, np.ndar
     return out
 
 
+def decode_text(data: bytes, source: str) -> str:
+    """``data`` as UTF-8 text; a ``ValueError`` naming ``source`` (file or archive member)
+    and the byte offset otherwise."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{source}: not UTF-8 text (byte {err.start}: {err.reason}); "
+                         "a binary or corrupt file where text was expected") from None
+
+
 def _frames_of_xyz(data: bytes, source: str) -> dict[str, np.ndarray]:
-    fr = parse_extxyz(data.decode(), source)
+    fr = parse_extxyz(decode_text(data, source), source)
     return {"z": fr.z, "pos": fr.pos, "n_atoms": fr.n_atoms, "energy": fr.energy,
             "forces": fr.forces}
 
@@ -262,7 +276,7 @@ def _npz_from_bytes(data: bytes, source: str) -> dict[str, np.ndarray]:
 
 def _index_csv(data: bytes, source: str) -> np.ndarray:
     values = []
-    for k, line in enumerate(data.decode().splitlines()):
+    for k, line in enumerate(decode_text(data, source).splitlines()):
         text = line.strip().strip(",")
         if not text:
             continue

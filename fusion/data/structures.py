@@ -60,6 +60,24 @@ def take_splits(stored: dict[str, np.ndarray], n_train: int | None = None,
     return splits
 
 
+MAX_Z = 118  # oganesson
+
+
+def atomic_numbers(values, where: str) -> np.ndarray:
+    """``values`` as int64 atomic numbers; non-integers (6.7, NaN) raise ``ValueError``
+    naming ``where`` and the first bad entry instead of being truncated (6.7 -> 6)."""
+    arr = np.asarray(values)
+    if arr.dtype.kind == "f":
+        whole = np.isfinite(arr) & (arr == np.round(arr))
+        if not whole.all():
+            bad = int(np.flatnonzero(~whole.reshape(-1))[0])
+            raise ValueError(f"{where}[{bad}] = {arr.reshape(-1)[bad].item()!r} is not an atomic "
+                             f"number (a whole number 1..{MAX_Z})")
+    elif arr.size and arr.dtype.kind not in "iu":
+        raise ValueError(f"{where} holds {arr.dtype} values; expected atomic numbers 1..{MAX_Z}")
+    return arr.astype(np.int64)
+
+
 @dataclass
 class Structures:
     """A set of ``M`` structures with ``A`` atoms in total, stored as flat arrays.
@@ -88,7 +106,7 @@ class Structures:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.z = np.asarray(self.z, dtype=np.int64)
+        self.z = atomic_numbers(self.z, "Structures.z")
         self.pos = np.asarray(self.pos, dtype=np.float64)
         self.n_atoms = np.asarray(self.n_atoms, dtype=np.int64)
         self.y = np.asarray(self.y, dtype=np.float64)
@@ -133,9 +151,11 @@ class Structures:
             fail("y", self.y, f"[M] = ({m},) or [M, S] = ({m}, S) with M = len(n_atoms)")
         if self.forces is not None and self.forces.shape != f_shape:
             fail("forces", self.forces, f_text)
-        if a and self.z.min() < 1:
-            bad = int(np.argmin(self.z))
-            raise ValueError(f"Structures.z[{bad}] = {int(self.z[bad])}; expected Z >= 1")
+        if a and (self.z.min() < 1 or self.z.max() > MAX_Z):
+            bad = int(np.flatnonzero((self.z < 1) | (self.z > MAX_Z))[0])
+            raise ValueError(
+                f"Structures.z[{bad}] = {int(self.z[bad])}; expected an atomic number 1..{MAX_Z}"
+            )
         for name in ("pos", "y", "forces"):
             arr = getattr(self, name)
             if arr is None or arr.size == 0:
