@@ -15,13 +15,13 @@ and internal degrees ``<= fusion_L_int``. Both leaves ``e`` enter through the pa
 the internal edge and the output) gets one complex weight per channel; the paths into each
 output degree are summed into ``C`` channels that join the level's CatMix input.
 
-Scale at initialisation: path weights start at ``1 / sqrt(paths into that degree)``. The raw
-term is a cubic polynomial of small quantities (at the reference's initialisation the edge
-representations are ~0.1 and shrink with the level), so it starts 10-1000x smaller than the
-level's input features (measured on QM9). A fixed factor ``calibration`` (a buffer, saved
-with the weights) is therefore set on the first batch the term sees, to
-``rms(F) / rms(T)`` on that batch, and kept from then on: the term enters the CatMix at the
-scale of the features (tests/models/test_cormorant.py checks it on other molecules).
+Scale at initialisation: path weights start at ``1 / sqrt(paths into that degree)``; the
+term is left at its natural scale. It is a cubic polynomial of small quantities (at the
+reference's initialisation the edge representations are ~0.1 and shrink with the level), so
+it starts at 1-15 % of the level's input features (RMS, measured on QM9; docs/cormorant.md).
+Scaling it up to the features' RMS on the first batch was tried and made training diverge
+at the demo's learning rate (loss 2.7e25 at the second AMSGrad step, lr 0.005): with the
+edge weights moving by ~30 % per step, a term cubic in them and amplified 10-25x explodes.
 """
 
 from __future__ import annotations
@@ -73,7 +73,6 @@ class FusionTerm(nn.Module):
         self.paths = tree_paths(self.atom_degrees, lmax_sh, L_int, maxl)
         self.register_buffer("tree", _tree_matrix(self.atom_degrees, lmax_sh, self.paths)
                              .to(torch.get_default_dtype()), False)
-        self.register_buffer("calibration", torch.zeros(()))  # 0: not yet set
         self.out_degrees = tuple(sorted({p[-1] for p in self.paths}))
         self.out_channels = {l: channels for l in self.out_degrees}
         self.weights = nn.ParameterDict()
@@ -98,10 +97,4 @@ class FusionTerm(nn.Module):
             w = torch.view_as_complex(self.weights[str(l)].to(v.real.dtype).contiguous())
             out[l] = torch.einsum("bacpm,pc->bacm", v, w)
             pos += n * (2 * l + 1)
-        if self.calibration.item() == 0.0:
-            with torch.no_grad():
-                rms_f = f.abs().pow(2).mean().sqrt()
-                rms_t = torch.cat([o.flatten() for o in out.values()]).abs().pow(2).mean().sqrt()
-                value = rms_f / rms_t if rms_t > 0 and rms_f > 0 else torch.ones(())
-                self.calibration.fill_(float(value))
-        return {l: o * self.calibration.to(o.real.dtype) for l, o in out.items()}
+        return out
