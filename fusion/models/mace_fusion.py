@@ -49,7 +49,7 @@ from fusion.blocks.mace_compat import replace_products
 from fusion.blocks.product import _cached_basis
 from fusion.diagrams import FusionDiagram
 from fusion.diagrams.contract import independent_paths
-from fusion.diagrams.symmetric import coupling_irreps
+from fusion.diagrams.symmetric import coupling_irreps, enumerate_chain_paths, mace_filter
 from fusion.models.mace import (
     MACE_DEFAULTS,
     build_mace_module,
@@ -274,7 +274,14 @@ def _product_weight_counts(coupling: str, outs: str, correlation: int) -> tuple[
     """Per (element, channel) weights of one product: (mace full paths, independent paths,
     vertex root triples, vertex inner triples; the inner ones are not per element)."""
     sb, _, _ = _cached_basis(coupling, outs, correlation, "independent", None)
-    n_full = sum(len(g.all_paths) for g in sb.groups)
+    # mace's full basis: every chain path under mace's own label filter (correlation 4: natural
+    # parity), which the independent basis does not apply (see SymmetricBasis)
+    n_full = sum(
+        1
+        for nu in range(1, correlation + 1)
+        for p in enumerate_chain_paths(sb.irs, nu, mace_filter(nu))
+        if p.ir_out in sb.irreps_out
+    )
     root, inner = set(), set()  # as FusionProduct._init_vertex_weights
     for g in sb.groups:
         for p in g.paths:

@@ -304,3 +304,19 @@ def test_reduced_basis_baseline_is_predicted_and_is_the_budget():
     assert n_base == n and n_fusion <= n
     assert C == 8  # same product weights as the reduced basis: the width cannot grow
     assert mf.choose_width("fusion", SMALL, STATS)[0] > 8  # against the full basis it does
+
+
+def test_correlation_4_baseline_count_uses_maces_filter():
+    """mace's full basis filters labels at correlation 4 (natural parity), our independent
+    basis does not: the closed-form baseline count must follow mace (0e+1o: 9 order-4 chain
+    paths into 0e with the filter, 10 without)."""
+    hp = {"num_channels": 4, "max_L": 1, "max_ell": 1, "correlation": 4, "radial_MLP": [8]}
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        baseline = build_model("mace", "baseline", hp, STATS)
+        fusion = build_model("mace", "fusion", hp, STATS)  # raises if its count is off
+    finally:
+        torch.set_default_dtype(old)
+    assert mf.param_count("baseline", hp, STATS, 4) == count_parameters(baseline)
+    assert fusion.fusion_info["n_params_baseline"] == count_parameters(baseline)
