@@ -119,7 +119,7 @@ LITERATURE += tuple(
         unit=unit,
         citation=MACE_CITATION,
         reference=MACE_REFERENCE,
-        note="rMD17 split 1, 950 train + 50 val configurations, the authors' training budget",
+        note="950 train + 50 val configurations, the authors' training budget",
         family="rmd17",
     )
     for molecule, (energy, forces) in _MACE_RMD17.items()
