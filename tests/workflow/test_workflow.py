@@ -74,12 +74,17 @@ def test_lint_is_clean(tmp_path):
     assert "Lints for" not in proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("config", ["config.yaml", "demo.yaml", "test.yaml"])
+@pytest.mark.parametrize("config", ["config.yaml", "demo.yaml", "test.yaml", "study.yaml"])
 def test_dry_run_schedules_the_whole_grid(tmp_path, config):
+    from fusion.data.registry import dataset_card
+
     _copy_workflow(tmp_path)
     cfg = yaml.safe_load((REPO / "config" / config).read_text())
     proc = snakemake(tmp_path, "--configfile", f"config/{config}", "--dry-run", "--quiet", "rules")
-    n_runs = n_train_runs(cfg)
+    # Transfer test sets (acac-600K, ...) are evaluated with their training set's runs.
+    transfer = [d for d in cfg["datasets"] if dataset_card(d).get("trained_as")]
+    n_runs = n_train_runs({**cfg, "datasets": [d for d in cfg["datasets"] if d not in transfer]})
+    n_evaluated = n_train_runs({**cfg, "datasets": transfer})
     table = proc.stdout + proc.stderr
     counts = {
         line.split()[0]: int(line.split()[1])
@@ -87,6 +92,8 @@ def test_dry_run_schedules_the_whole_grid(tmp_path, config):
         if len(line.split()) == 2 and line.split()[1].isdigit()
     }
     assert counts["train"] == n_runs, table
+    assert counts.get("evaluate_transfer", 0) == n_evaluated, table
+    assert (config == "study.yaml") is (n_evaluated == 18)
     assert counts["composition_baseline"] == len(cfg["datasets"]), table
     assert counts["aggregate"] == 1 and counts["figures"] == 1, table
 
