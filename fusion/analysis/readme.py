@@ -7,7 +7,8 @@ A generated block in README.md is
     <!-- end generated -->
 
 ``fusion readme`` rewrites every block from its file; ``fusion readme --check`` (and the test
-suite) fails naming each block whose text differs from its file.
+suite) fails naming each block whose text differs from its file. ``<path>#table`` shows only
+the file's table lines (e.g. a front page without its title and note).
 """
 
 from __future__ import annotations
@@ -23,10 +24,17 @@ BLOCK = re.compile(
 
 
 def _source(root: Path, rel: str) -> str:
+    """The text a block shows: the file, or only its table lines for ``<path>#table``."""
+    rel, _, part = rel.partition("#")
     path = root / rel
     if not path.is_file():
         raise FileNotFoundError(f"README block names {rel}, which does not exist under {root}")
-    return path.read_text(encoding="utf-8").rstrip("\n") + "\n"
+    text = path.read_text(encoding="utf-8")
+    if part == "table":
+        text = "\n".join(line for line in text.splitlines() if line.startswith("|"))
+    elif part:
+        raise ValueError(f"README block {rel}#{part}: unknown part {part!r} (known: table)")
+    return text.rstrip("\n") + "\n"
 
 
 def render_readme(text: str, root: str | Path = ".") -> str:

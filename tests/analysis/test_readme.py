@@ -30,5 +30,9 @@ def test_a_changed_table_is_caught_and_rewritten(tmp_path, capsys):
     assert readme.read_text() == ("intro\n<!-- generated from t.md -->\n| a | b |\n|---|---|\n"
                                   "| 1 | 2 |\n<!-- end generated -->\nrest\n")
     assert cli_main(["readme", "--readme", str(readme), "--check"]) == 0
+    (tmp_path / "page.md").write_text("# Title\n\nA note.\n\n| x |\n|---|\n| 5 |\n")
+    assert render_readme("<!-- generated from page.md#table -->\n<!-- end generated -->",
+                         tmp_path) == ("<!-- generated from page.md#table -->\n| x |\n|---|\n"
+                                       "| 5 |\n<!-- end generated -->")
     with pytest.raises(FileNotFoundError, match="names gone.md, which does not exist"):
         render_readme("<!-- generated from gone.md -->\nx\n<!-- end generated -->", tmp_path)
