@@ -15,7 +15,7 @@ from fusion.train.trainer import TrainConfig
         ({"lr": "0.1"}, "lr", "finite number"),
         ({"lr": float("nan")}, "lr", "finite number"),
         ({"optimizer": "sgd"}, "optimizer", "['adam', 'amsgrad']"),
-        ({"scheduler": "step"}, "scheduler", "['cosine', 'plateau', 'none']"),
+        ({"scheduler": "step"}, "scheduler", "['cosine', 'cosine-batch', 'plateau', 'none']"),
         ({"loss": "l1"}, "loss", "['mse', 'huber']"),
         ({"dtype": "float16"}, "dtype", "['float32', 'float64']"),
         ({"device": "tpu"}, "device", "['cpu', 'cuda', 'auto']"),

@@ -2,8 +2,8 @@
 
 A dry run (``--printshellcmds``) renders the shell command of every rule of the workflow
 with a ``cache_dir`` holding spaces, quotes, ``$(...)``, backticks and ``;``. Each command is
-then run by bash (``set -euo pipefail``, as Snakemake runs it) with stand-ins for ``fusion``
-and ``python`` that record their arguments: the hostile value must arrive as one argument,
+then run by bash (``set -euo pipefail``, as Snakemake runs it) with stand-ins for ``fusion``,
+``python`` and ``cp`` that record their arguments: the hostile value must arrive as one argument,
 unchanged, and none of the embedded commands may run.
 """
 
@@ -51,6 +51,8 @@ def _hostile_workflow(tmp_path: Path) -> Path:
     (work / "results/benchmarks").mkdir(parents=True)  # product_benchmark_figure's input
     for name in ("product.csv", "product.png"):
         (work / "results/benchmarks" / name).write_text("x")
+    (work / "results/study/tables").mkdir(parents=True)  # study_page's input
+    (work / "results/study/tables/study.html").write_text("<html></html>")
     config = yaml.safe_load((REPO / "config/test.yaml").read_text())
     config["cache_dir"] = HOSTILE
     config["crosscheck"] = True  # crosscheck_mace
@@ -84,7 +86,7 @@ def test_every_rules_shell_line_passes_hostile_paths_as_one_argument(tmp_path):
 
     stand_ins = tmp_path / "bin"
     stand_ins.mkdir()
-    for name in ("fusion", "python"):
+    for name in ("fusion", "python", "cp"):
         (stand_ins / name).write_text(STAND_IN.format(python=sys.executable))
         (stand_ins / name).chmod(0o755)
     record = tmp_path / "argv.jsonl"
