@@ -24,6 +24,7 @@ CAPTIONS = (
     "per_molecule.rst",
     "workflow.rst",
     "states.rst",
+    "study.rst",
     "dynamics_table.rst",
     "dynamics_population.rst",
     "dynamics_torsion.rst",
