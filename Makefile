@@ -24,7 +24,10 @@ demo: $(VENV)/.installed
 		--cores $(CORES) --rerun-incomplete --keep-going --printshellcmds
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --configfile config/demo.yaml \
 		--report results/report.html
+	mkdir -p results/demo && cp results/tables/front_page.md results/tables/states.md \
+		results/tables/dynamics.md results/demo/
 	@echo "report: results/report.html  tables: results/tables/comparison.md"
+	@echo "README tables: .venv/bin/fusion readme (rewrites them from results/demo, results/study)"
 
 # The study tier (config/study.yaml, <= 2 h on 2 cores): real rMD17 and acetylacetone files,
 # downloaded on first use (pinned sha256) or placed first with `.venv/bin/fusion data import

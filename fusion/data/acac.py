@@ -33,10 +33,20 @@ import numpy as np
 
 from fusion.data.cache import save_npz_atomic
 from fusion.data.extxyz import FrameError, parse_comment, parse_extxyz
-from fusion.data.forcefields import CACHE_FORMAT_VERSION, _concat, _load_frames, _structures, \
-    _val_from_train
-from fusion.data.registry import DatasetFamily, DatasetSpec, family_cache_path, register, \
-    register_family
+from fusion.data.forcefields import (
+    CACHE_FORMAT_VERSION,
+    _concat,
+    _load_frames,
+    _structures,
+    _val_from_train,
+)
+from fusion.data.registry import (
+    DatasetFamily,
+    DatasetSpec,
+    family_cache_path,
+    register,
+    register_family,
+)
 from fusion.data.sources import REPOSITORIES, fetch_pinned
 from fusion.data.structures import take_splits
 

@@ -11,8 +11,8 @@ train file train, its last 50 validate, the 1,000 frames of the test file test. 
 
 The cache ``<cache_dir>/rmd17-<mol>/rmd17-<mol>.npz`` holds the ten files' frames in
 order (subset labels ``train_1`` .. ``test_5``) and each frame's index in the original MD17
-trajectory (``old_index``, the files' ``old_indices``). The whole archive (figshare 12672038) stays available as
-``rmd17-full-<mol>`` (:mod:`fusion.data.forcefields`).
+trajectory (``old_index``, the files' ``old_indices``). The whole archive (figshare
+12672038) stays available as ``rmd17-full-<mol>`` (:mod:`fusion.data.forcefields`).
 """
 
 from __future__ import annotations
@@ -35,8 +35,13 @@ from fusion.data.forcefields import (
     _structures,
     frames_from_npz,
 )
-from fusion.data.registry import DatasetFamily, DatasetSpec, family_cache_path, register, \
-    register_family
+from fusion.data.registry import (
+    DatasetFamily,
+    DatasetSpec,
+    family_cache_path,
+    register,
+    register_family,
+)
 from fusion.data.sources import PINNED, REPOSITORIES, fetch_pinned
 from fusion.data.structures import take_splits
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-
 import pytest
 
 from fusion.analysis.study import acac_table, grid_runs, publish_study, rmd17_table

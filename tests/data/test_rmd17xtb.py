@@ -80,7 +80,8 @@ def test_cache_built_with_the_split_frames_only(prepared):
     assert path == cache_dir / "rmd17xtb-ethanol" / "rmd17xtb-ethanol.npz"
     assert dataset_cache_path("rmd17xtb-ethanol", cache_dir) == path
     assert path.exists() and not list(path.parent.glob("*.tmp*"))
-    assert (cache_dir / "rmd17-full-ethanol" / "rmd17-full-ethanol.npz").exists()  # built on the way
+    # the rmd17-full cache is built on the way
+    assert (cache_dir / "rmd17-full-ethanol" / "rmd17-full-ethanol.npz").exists()
     s, sp = get_dataset("rmd17xtb-ethanol", cache_dir=cache_dir)
     _, source_splits = ff.load_rmd17("ethanol", cache_dir, **SMALL, opener=no_network)
     expected = np.concatenate([source_splits[k] for k in ("train", "val", "test")])
