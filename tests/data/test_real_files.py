@@ -222,5 +222,6 @@ def test_acac_malformed_properties_names_file_and_frame(tmp_path, monkeypatch):
         monkeypatch.setitem(sources.PINNED, relpath,
                             sources.PinnedFile(relpath, sha256_of(folder / relpath)))
     sources.import_files(folder, tmp_path, log=lambda _: None)
-    with pytest.raises(FrameError, match=r"test_MD_600K\.xyz: frame 1 \(line 18\): Properties=.*'forces' is R:4, expected R:3"):
+    expected = r"test_MD_600K\.xyz: frame 1 \(line 18\): Properties=.*'forces' is R:4, expected R:3"
+    with pytest.raises(FrameError, match=expected):
         get_dataset("acac-600K", cache_dir=tmp_path)
