@@ -4,6 +4,7 @@ import os
 import re
 from pathlib import Path
 
+from fusion.analysis.study import grid_runs
 from fusion.data.qm9xtb import N_SHARDS as QM9XTB_SHARDS
 from fusion.data.registry import (
     dataset_cache_path,
@@ -122,17 +123,9 @@ def dataset_setting(dataset, key, default=None, model=None):
 
 
 def grid():
-    """(dataset, model, variant, seed) of every training run in the config."""
-    runs = [
-        (d, m, v, s)
-        for d in config["datasets"]
-        for m, variants in dataset_setting(d, "models").items()
-        for v in variants
-        for s in dataset_setting(d, "seeds")
-    ]
-    if config.get("composition", True):
-        runs += [(d, "composition", "baseline", 0) for d in config["datasets"]]
-    return runs
+    """(dataset, model, variant, seed) of every training run in the config (the same list
+    `fusion study` publishes)."""
+    return grid_runs(config)
 
 
 def _check_runs():

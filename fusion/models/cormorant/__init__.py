@@ -109,16 +109,7 @@ def build_cormorant_fusion(hparams: dict, stats: ModelStats) -> nn.Module:
         how = "auto"
     else:
         C, how = int(hp["fusion_num_channels"]), "fixed"
-    model = _build_fusion(hp, stats, C)
-    model.fusion_info = {
-        "variant": "fusion",
-        "num_channels": C,
-        "n_params": count_parameters(model),
-        "num_channels_baseline": int(hp["num_channels"]),
-        "n_params_baseline": n_base,
-        "width": how,
-    }
-    return model
+    return _with_width_info(_build_fusion(hp, stats, C), "fusion", C, hp, n_base, how)
 
 
 @register("cormorant", "baseline-narrow", defaults=CORMORANT_DEFAULTS)
@@ -129,12 +120,18 @@ def build_cormorant_baseline_narrow(hparams: dict, stats: ModelStats) -> nn.Modu
     hp = cormorant_hparams(hparams, "fusion")
     C, _, n_base = choose_fusion_width(hparams, stats)
     model = Cormorant({**_base_keys(hp), "num_channels": C}, stats)
+    return _with_width_info(model, "baseline-narrow", C, hp, n_base, "auto")
+
+
+def _with_width_info(model: nn.Module, variant: str, channels: int, hp: dict, n_base: int,
+                     how: str) -> nn.Module:
+    """``model`` with ``fusion_info``: its width and parameters next to the baseline's."""
     model.fusion_info = {
-        "variant": "baseline-narrow",
-        "num_channels": C,
+        "variant": variant,
+        "num_channels": channels,
         "n_params": count_parameters(model),
         "num_channels_baseline": int(hp["num_channels"]),
         "n_params_baseline": n_base,
-        "width": "auto",
+        "width": how,
     }
     return model
