@@ -295,10 +295,27 @@ class MessageFusion(nn.Module):
                     kinds[messages[pos]] = 1
                 self.exact_kinds.append(kinds)
                 self.exact_coefs.append(coef)
+        # (h, S(A, A)) trees in exact mode: the weighted root runs per atom (_exact_per_atom)
+        self.per_atom_exact = (
+            mode == "exact" and len(message_leaves) == 2
+            and self.fusion.split_leaf == node_leaves[0]
+        )
         self.node_dim = self.irreps_node.dim
         self.message_dim = self.irreps_message.dim
         self.node_desc = f"node_feats (irreps {self.irreps_node})"
         self.message_desc = f"messages (irreps {self.irreps_message})"
+
+    def _exact_per_atom(self, node_feats: torch.Tensor, messages: torch.Tensor,
+                        density: torch.Tensor, receiver: torch.Tensor,
+                        species: torch.Tensor | None) -> torch.Tensor:
+        """Exact 3-body sum for trees ``(h, S(A, A))``: the root's subtree S is unweighted
+        and bilinear in the messages, so ``sum_{j != k} Tree(h_i, m_ij, m_ik)`` =
+        ``Root(h_i, S(A_i, A_i) - sum_j S(m_ij, m_ij))``: the per-edge work is the
+        unweighted S, the weighted root runs once per atom."""
+        inner = self.fusion.subtree_value([density, density, density])  # [D, N, C]
+        inner_e = self.fusion.subtree_value([messages, messages, messages])  # [D, E, C]
+        inner = inner.index_add(1, receiver, inner_e, alpha=-1.0)
+        return self.fusion.root_value(node_feats, inner, species)
 
     def _check(self, node_feats: torch.Tensor, messages: torch.Tensor, receiver: torch.Tensor):
         if node_feats.dim() != 2 or node_feats.shape[1] != self.node_dim:
@@ -337,6 +354,8 @@ class MessageFusion(nn.Module):
         self._check(node_feats, messages, receiver)
         n = node_feats.shape[0]
         density = messages.new_zeros(n, messages.shape[1]).index_add_(0, receiver, messages)
+        if self.per_atom_exact:
+            return self._exact_per_atom(node_feats, messages, density, receiver, species)
         leaves: list[torch.Tensor] = []
         for kind in self.density_kinds:
             leaves.append(node_feats if kind == 0 else density)

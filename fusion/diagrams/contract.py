@@ -515,6 +515,12 @@ class FusionTree(nn.Module):
             n_weights = len(d.out_labels)
             self.leaf_root = _LeafRoot(widx, norm)
 
+        # Leaf k when the root couples leaf k with an unweighted subtree of all other leaves
+        # (path weights, no channel mixing), else -1. Then forward = root_value(leaf k,
+        # subtree_value(...)) and the subtree is multilinear in its leaves, so sums over
+        # leaf tensors (e.g. over neighbours) can be taken before the weighted root.
+        self.split_leaf: int = self._find_root_split()
+
         S = num_species or 1
         self.weight = nn.Parameter(torch.randn(S, n_weights, C, dtype=dtype))  # [S, W, C]
         if channel_mixing and n_mix > 0:
@@ -638,6 +644,59 @@ class FusionTree(nn.Module):
         root = self._evaluate(leaves, species, True)  # [Dout, N, C]
         n = root.shape[1]
         flat = root.permute(1, 0, 2).reshape(n, self.dim_out * self.channels)
+        return flat.index_select(1, self.out_index)
+
+    # -- root split: evaluate the root's subtree and the root separately ------------------
+    @torch.jit.unused
+    def _find_root_split(self) -> int:
+        """See :attr:`split_leaf`."""
+        if self.weight_mode != "path" or self.channel_mixing or self.leaf_root is not None:
+            return -1
+        if len(self.vertex_modules) < 2:
+            return -1
+        root = self.vertex_modules[-1]
+        # the vertex evaluated just before the root
+        subtree = len(self.leaf_modules) + len(self.vertex_modules) - 2
+        children = {root.left, root.right}
+        leaf = [c for c in children if c < len(self.leaf_modules)]
+        if len(leaf) != 1 or children != {leaf[0], subtree}:
+            return -1
+        if any(v.weighted or v.mixed for v in list(self.vertex_modules)[:-1]):
+            return -1
+        return int(leaf[0])
+
+    def subtree_value(self, leaves: list[torch.Tensor]) -> torch.Tensor:
+        """Value ``[D, N, C]`` of the root's subtree when :attr:`split_leaf` >= 0; ``leaves``
+        as for ``forward`` (the root's own leaf is not read)."""
+        nodes: list[torch.Tensor] = []
+        for k, leaf in enumerate(self.leaf_modules):
+            nodes.append(leaves[k] if k == self.split_leaf else leaf(leaves[k]))
+        last = len(self.vertex_modules) - 1
+        for idx, vertex in enumerate(self.vertex_modules):
+            if idx < last:
+                x, y = nodes[vertex.left], nodes[vertex.right]
+                nodes.append(vertex(x, y, self.weight, self.mixing, None, True))
+        return nodes[-1]
+
+    def root_value(self, leaf: torch.Tensor, subtree: torch.Tensor,
+                   species: torch.Tensor | None = None) -> torch.Tensor:
+        """The weighted root on leaf :attr:`split_leaf` (e3nn layout ``[N, dim]``) and a
+        subtree value ``[D, N, C]`` -> ``[N, irreps_out.dim]``, as ``forward``."""
+        x = leaf
+        for k, module in enumerate(self.leaf_modules):
+            if k == self.split_leaf:
+                x = module(leaf)
+        spc: torch.Tensor | None = species if self.has_species else None
+        out = subtree
+        last = len(self.vertex_modules) - 1
+        for idx, vertex in enumerate(self.vertex_modules):
+            if idx == last:
+                if vertex.left == self.split_leaf:
+                    out = vertex(x, subtree, self.weight, self.mixing, spc, True)
+                else:
+                    out = vertex(subtree, x, self.weight, self.mixing, spc, True)
+        n = out.shape[1]
+        flat = out.permute(1, 0, 2).reshape(n, self.dim_out * self.channels)
         return flat.index_select(1, self.out_index)
 
     @torch.jit.unused

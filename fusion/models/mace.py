@@ -23,6 +23,7 @@ from e3nn import o3
 from torch import nn
 
 from fusion._mace_first import mace_modules as modules
+from fusion.blocks.conv import install_fusion_conv
 from fusion.models.registry import ModelStats, register
 
 # The defaults of mace_run_train (mace-torch 0.3.16), so an empty config means "as MACE".
@@ -41,7 +42,12 @@ MACE_DEFAULTS: dict = {
     "interaction": "RealAgnosticResidualInteractionBlock",
     "interaction_first": "RealAgnosticInteractionBlock",
     "use_reduced_cg": False,
+    # Not a mace_run_train option: how the interaction's edge tensor product + sum over
+    # neighbours is evaluated. "fusion": one fused contraction (fusion.blocks.conv.FusionConv,
+    # the same function to rounding, faster); "e3nn": mace-torch's own code path.
+    "interaction_kernel": "fusion",
 }
+INTERACTION_KERNELS = ("fusion", "e3nn")
 
 
 def hidden_irreps(num_channels: int, max_L: int) -> o3.Irreps:
@@ -86,6 +92,8 @@ def mace_hparams(hparams: dict) -> dict:
         raise bad("MLP_irreps", "irreps such as '16x0e'") from None
     if not isinstance(hp["use_reduced_cg"], bool):
         raise bad("use_reduced_cg", "true or false")
+    if hp["interaction_kernel"] not in INTERACTION_KERNELS:
+        raise bad("interaction_kernel", " or ".join(map(repr, INTERACTION_KERNELS)))
     return hp
 
 
@@ -112,7 +120,7 @@ def build_mace_module(hparams: dict, stats: ModelStats) -> nn.Module:
             )
     if hp["gate"] not in modules.gate_dict:
         raise ValueError(f"MACE gate {hp['gate']!r} unknown; valid: {sorted(modules.gate_dict)}")
-    return modules.ScaleShiftMACE(
+    model = modules.ScaleShiftMACE(
         r_max=float(hp["r_max"]),
         num_bessel=int(hp["num_bessel"]),
         num_polynomial_cutoff=int(hp["num_polynomial_cutoff"]),
@@ -133,6 +141,9 @@ def build_mace_module(hparams: dict, stats: ModelStats) -> nn.Module:
         atomic_inter_scale=float(stats.scale),
         atomic_inter_shift=float(stats.shift),
     )
+    if hp.get("interaction_kernel", "fusion") == "fusion":
+        install_fusion_conv(model)
+    return model
 
 
 class MaceEnergyModel(nn.Module):
@@ -341,7 +352,10 @@ def build_mace_baseline(hparams: dict, stats: ModelStats) -> nn.Module:
     if enable_cueq and n_states > 1:
         raise ValueError("MACE hyperparameters enable_cueq=true and n_states > 1 cannot be "
                          "combined (the multi-state heads run on e3nn)")
-    mace_model = build_mace_module(mace_hparams(hparams), stats)
+    hp = mace_hparams(hparams)
+    if enable_cueq:  # the converter rebuilds mace's own modules
+        hp["interaction_kernel"] = "e3nn"
+    mace_model = build_mace_module(hp, stats)
     if enable_cueq:
         mace_model = convert_to_cueq(mace_model)
     return energy_model(mace_model, n_states)

@@ -115,6 +115,12 @@ THREE_BODY_DEFAULTS: dict = {
     "fusion_radial_MLP": [32, 32],
 }
 
+# The 3-body block's tree. (h, (A, A)) rather than ((h, A), A): the same function space
+# (recoupling is invertible; the same number of independent paths), but its root is the only
+# weighted vertex and couples h with an unweighted pair of messages, so the exact sum over
+# distinct neighbours runs the weighted step once per atom (MessageFusion._exact_per_atom).
+THREE_BODY_TREE = "(h, (A, A))"
+
 # Interaction classes whose parameter count is predicted in closed form.
 _KNOWN_INTERACTIONS = ("RealAgnosticInteractionBlock", "RealAgnosticResidualInteractionBlock")
 
@@ -330,7 +336,7 @@ def _tree_paths(h: str, lmax_sh: int, outs: str, L_int: int | None) -> int:
     """Weights per (species, channel) of the 3-body tree ``((h, A), A)``: its independent
     symmetrised paths (the two message leaves carry the same tensor; see MessageFusion)."""
     A = "+".join(str(o3.Irrep(l, (-1) ** l)) for l in range(lmax_sh + 1))
-    d = FusionDiagram("((h, A), A)", {"h": h, "A": A}, outs, L_int=L_int)
+    d = FusionDiagram(THREE_BODY_TREE, {"h": h, "A": A}, outs, L_int=L_int)
     leaves = tuple(tuple(str(ir) for ir in ls) for ls in d.leaf_labels)
     outs_t = tuple(str(ir) for ir in d.out_labels)
     return len(independent_paths(str(d.tree), leaves, outs_t, L_int, ((1, 2),)))
@@ -484,6 +490,7 @@ def _three_body_blocks(mace_hp: dict, fhp: dict, stats: ModelStats, C: int) -> n
                 _labels(layer.out_irreps),
                 channels=C,
                 nu=3,
+                tree=THREE_BODY_TREE,
                 mode="exact",
                 lmax_sh=tb["lmax_sh"],
                 L_int=tb["L_int"],
