@@ -1,0 +1,277 @@
+"""Stilbene on the SA2-CASSCF(2,2)/STO-3G stand-in surface: GFN2-xTB minima and normal modes,
+a continuous relaxed torsion scan, a penalty-function S1/S0 crossing search, and the
+validation numbers of ``docs/stilbene.md`` (issue 20).
+
+- Geometries: GFN2-xTB (tblite) S0 minima of cis and trans stilbene (from the rdkit
+  ETKDG/MMFF geometries of :class:`fusion.data.stilbene.TorsionGeometryBuilder`), and a
+  relaxed scan of the central C=C torsion on GFN2-xTB S0 in which every point starts from the
+  previous one (one half of the molecule rotated about the C=C bond by the step, then
+  optimised with that dihedral held): the phenyl rings follow continuously instead of
+  falling into unrelated MMFF minima.
+- Normal modes: GFN2-xTB Hessians (central differences) at the minima, for thermal sampling
+  (:mod:`fusion.data.normal_modes`).
+- Crossing: :func:`penalty_meci` minimises Levine–Coe–Martínez's penalty function
+  ``F = (E0 + E1)/2 + sigma * dE² / (dE + alpha)`` with the analytic SA-CASSCF gradients
+  of both states (ASE BFGS on F), tracking the active orbitals from step to step.
+
+Units: Å, eV, degrees.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from fusion.data.casscf import pyramidalisation_deg, sa_casscf_labels
+from fusion.data.normal_modes import optimise
+from fusion.data.stilbene import (
+    STILBENE_SMILES,
+    STILBENE_TORSION_SMARTS,
+    TorsionGeometryBuilder,
+    dihedral_deg,
+)
+
+__all__ = ["StilbeneGeometry", "xtb_force_fn", "relaxed_scan", "penalty_meci",
+           "geometry_measures"]
+
+PENALTY_SIGMA = 3.5  # dimensionless (Levine, Coe, Martínez, J. Phys. Chem. B 2008)
+PENALTY_ALPHA_EV = 0.02 * 27.211386245988  # 0.02 Hartree
+
+
+def xtb_force_fn(z: np.ndarray, pos: np.ndarray, restart: bool = True) -> Callable:
+    """A ``force_fn`` (positions Å → (energy eV, forces eV/Å)) for GFN2-xTB with tblite.
+
+    ``restart``: start each SCF from the previous wavefunction (fast along a path; use False
+    for unrelated geometries such as thermal samples)."""
+    from fusion.data.xtb_md import _XTB
+
+    xtb = _XTB(np.asarray(z), np.asarray(pos, dtype=np.float64))
+    if restart:
+        return xtb
+
+    def fresh(x: np.ndarray) -> tuple[float, np.ndarray]:
+        xtb.result = None
+        return xtb(x)
+
+    return fresh
+
+
+class StilbeneGeometry:
+    """Atom roles of stilbene (rdkit atom order of :data:`STILBENE_SMILES` with hydrogens).
+
+    ``torsion_atoms`` (ipso, C, C, ipso), ``central`` (the two C=C carbons), ``hydrogens``
+    of the central carbons, ``ortho`` (one ortho carbon of each ring), ``side`` (atoms on the
+    second central carbon's side of the C=C bond, rotated by :meth:`set_torsion`).
+    """
+
+    def __init__(self, seed: int = 0) -> None:
+        self.builder = TorsionGeometryBuilder(STILBENE_SMILES, STILBENE_TORSION_SMARTS, seed)
+        mol = self.builder.mol
+        a, b, c, d = self.builder.torsion_atoms
+        self.z, self.masses = self.builder.z, self.builder.masses
+        self.torsion_atoms = (a, b, c, d)
+        self.central = (b, c)
+
+        def neighbours(i):
+            return [n.GetIdx() for n in mol.GetAtomWithIdx(i).GetNeighbors()]
+
+        self.hydrogens = tuple(next(n for n in neighbours(x) if self.z[n] == 1) for x in (b, c))
+        self.ortho = tuple(next(n for n in neighbours(ipso) if n not in (b, c))
+                           for ipso in (a, d))
+        side, stack = {c}, [c]
+        while stack:
+            i = stack.pop()
+            for n in neighbours(i):
+                if n != b and n not in side:
+                    side.add(n)
+                    stack.append(n)
+        self.side = np.array(sorted(side))
+
+    def set_torsion(self, pos: np.ndarray, angle_deg: float) -> np.ndarray:
+        """``pos`` with the second half rotated about the C=C bond to the signed dihedral
+        ``angle_deg`` (ASE convention)."""
+        from ase import Atoms
+
+        atoms = Atoms(numbers=self.z, positions=pos)
+        mask = np.zeros(len(self.z), dtype=bool)
+        mask[self.side] = True
+        atoms.set_dihedral(*self.torsion_atoms, angle_deg, mask=mask.tolist())
+        return atoms.get_positions()
+
+    def measures(self, pos: np.ndarray) -> dict:
+        """Central torsion (0..180), phenyl twists (ring plane vs C=C, 0..90) and
+        pyramidalisation at each central carbon (degrees)."""
+        a, b, c, d = self.torsion_atoms
+        twist = []
+        for ctr, other, ipso, ortho in ((c, b, a, self.ortho[0]), (b, c, d, self.ortho[1])):
+            t = dihedral_deg(pos, (ctr, other, ipso, ortho))
+            twist.append(min(t, 180.0 - t))
+        pyr = [pyramidalisation_deg(pos, b, c, (a, self.hydrogens[0])),
+               pyramidalisation_deg(pos, c, b, (d, self.hydrogens[1]))]
+        hcch = dihedral_deg(pos, (self.hydrogens[0], b, c, self.hydrogens[1]))
+        return {"torsion_deg": dihedral_deg(pos, self.torsion_atoms),
+                "phenyl_twist_deg": twist, "pyramidalisation_deg": pyr, "hcch_deg": hcch}
+
+
+def geometry_measures(geo: StilbeneGeometry, pos: np.ndarray) -> dict:
+    return geo.measures(pos)
+
+
+def relaxed_scan(geo: StilbeneGeometry, start: np.ndarray, angles_deg, force_fn_factory,
+                 fmax: float = 0.01, log: Callable[[str], None] = print) -> list[np.ndarray]:
+    """Continuous constrained relaxation along ``angles_deg`` (signed, ASE convention): point k
+    starts from point k − 1 rotated to the new angle. Returns the geometries."""
+    out, pos = [], np.asarray(start, dtype=np.float64)
+    for angle in angles_deg:
+        pos = geo.set_torsion(pos, angle)
+        pos = optimise(force_fn_factory(pos), geo.z, pos, fmax=fmax,
+                       dihedrals=[(angle, geo.torsion_atoms)])
+        m = geo.measures(pos)
+        log(f"scan {angle:7.1f}: torsion {m['torsion_deg']:6.1f}, phenyl twists "
+            f"{m['phenyl_twist_deg'][0]:5.1f} {m['phenyl_twist_deg'][1]:5.1f}")
+        out.append(pos.copy())
+    return out
+
+
+def penalty_meci(geo: StilbeneGeometry, pos: np.ndarray, steps: int = 20,
+                 fmax: float = 0.05, sigma: float = PENALTY_SIGMA,
+                 alpha_ev: float = PENALTY_ALPHA_EV, log_path: str | Path | None = None,
+                 log: Callable[[str], None] = print) -> dict:
+    """Minimise the penalty function of the SA2-CASSCF(2,2) S0/S1 pair from ``pos``.
+
+    Every evaluation is one CASSCF with both gradients; each is appended to ``log_path``
+    (JSON lines: step, energies, gap, measures, positions, seconds). Returns the last
+    evaluation's record plus ``converged`` (BFGS reached ``fmax`` on F, eV/Å).
+    """
+    from ase import Atoms
+    from ase.calculators.calculator import Calculator, all_changes
+    from ase.optimize import BFGS
+
+    state = {"mo": None, "n": 0, "last": None}
+
+    class Penalty(Calculator):
+        implemented_properties = ["energy", "forces"]
+
+        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+            super().calculate(atoms, properties, system_changes)
+            x = self.atoms.get_positions()
+            e, f, info = sa_casscf_labels(geo.z, x, geo.central, mo_guess=state["mo"])
+            state["mo"] = info["mo"]
+            gap = float(e[1] - e[0])
+            dpen = sigma * (gap**2 + 2 * alpha_ev * gap) / (gap + alpha_ev) ** 2
+            value = 0.5 * (e[0] + e[1]) + sigma * gap**2 / (gap + alpha_ev)
+            forces = 0.5 * (f[0] + f[1]) + dpen * (f[1] - f[0])
+            record = {"step": state["n"], "energies_ev": e.tolist(), "gap_ev": gap,
+                      "penalty_ev": float(value), "natocc": info["natocc"].tolist(),
+                      "seconds": info["seconds"], **geo.measures(x),
+                      "pos": x.tolist()}
+            state["n"] += 1
+            state["last"] = record
+            if log_path is not None:
+                with open(log_path, "a") as fh:
+                    fh.write(json.dumps(record) + "\n")
+            log(f"meci {record['step']}: gap {gap:.3f} eV, torsion {record['torsion_deg']:.1f}, "
+                f"pyr {record['pyramidalisation_deg'][0]:.1f}/"
+                f"{record['pyramidalisation_deg'][1]:.1f}, {info['seconds']:.0f} s")
+            self.results = {"energy": float(value), "forces": forces}
+
+    atoms = Atoms(numbers=geo.z, positions=np.asarray(pos, dtype=np.float64))
+    atoms.calc = Penalty()
+    opt = BFGS(atoms, logfile=None, maxstep=0.1)
+    converged = bool(opt.run(fmax=fmax, steps=steps))
+    return {**state["last"], "converged": converged}
+
+
+def run_validation(out_dir: str | Path, scan_step_deg: float = 15.0,
+                   log: Callable[[str], None] = print) -> dict:
+    """xTB minima, continuous xTB scan trans → cis, SA-CASSCF energies on them (no
+    gradients); writes ``validation.json`` and ``geometries.npz`` into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    geo = StilbeneGeometry(0)
+    minima = {}
+    for name, angle in (("trans", 180.0), ("cis", 0.0)):
+        start = geo.builder.geometry(angle)
+        pos = optimise(xtb_force_fn(geo.z, start), geo.z, start, fmax=0.005)
+        minima[name] = pos
+        log(f"xTB {name} minimum: {geo.measures(pos)}")
+    angles = np.arange(180.0, -0.1, -scan_step_deg)
+    scan = relaxed_scan(geo, minima["trans"], angles, lambda p: xtb_force_fn(geo.z, p), log=log)
+    records = {"minima": {}, "scan": []}
+    for name, pos in minima.items():
+        e, _, info = sa_casscf_labels(geo.z, pos, geo.central, gradients=False)
+        records["minima"][name] = {"energies_ev": e.tolist(), "gap_ev": float(e[1] - e[0]),
+                                   "natocc": info["natocc"].tolist(),
+                                   "seconds": info["seconds"], **geo.measures(pos)}
+        log(f"{name}: S1-S0 {e[1] - e[0]:.3f} eV ({info['seconds']:.0f} s)")
+    mo = None
+    for angle, pos in zip(angles, scan):
+        e, _, info = sa_casscf_labels(geo.z, pos, geo.central, gradients=False, mo_guess=mo)
+        mo = info["mo"]
+        fresh = e
+        if round(angle) % 45 == 0:  # the same point from RHF HOMO/LUMO, without tracking
+            fresh, _, _ = sa_casscf_labels(geo.z, pos, geo.central, gradients=False)
+        rec = {"angle_deg": float(angle), "energies_ev": e.tolist(), "gap_ev": float(e[1] - e[0]),
+               "fresh_energies_ev": fresh.tolist(), "natocc": info["natocc"].tolist(),
+               "seconds": info["seconds"], **geo.measures(pos)}
+        records["scan"].append(rec)
+        log(f"scan {angle:6.1f}: S0 {e[0]:.3f} S1 {e[1]:.3f} gap {e[1] - e[0]:.3f} eV "
+            f"(fresh orbitals: gap {fresh[1] - fresh[0]:.3f}, S0 diff {fresh[0] - e[0]:+.4f})")
+        (out / "validation.json").write_text(json.dumps(records, indent=1))
+    np.savez(out / "geometries.npz", z=geo.z, cis=minima["cis"], trans=minima["trans"],
+             scan=np.stack(scan), angles=angles)
+    (out / "validation.json").write_text(json.dumps(records, indent=1))
+    return records
+
+
+def run_meci(out_dir: str | Path, steps: int = 30, pyramidalise_a: float = 0.15,
+             log: Callable[[str], None] = print) -> dict:
+    """Penalty-function crossing search from the 90° point of the xTB scan with the second
+    central carbon pushed ``pyramidalise_a`` Å out of the plane of its neighbours; resumes from
+    the last geometry in ``meci.jsonl``. Writes ``meci.json`` (the last evaluation)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    geo = StilbeneGeometry(0)
+    log_path = out / "meci.jsonl"
+    done = [json.loads(line) for line in log_path.read_text().splitlines()] \
+        if log_path.exists() else []
+    if done:
+        pos = np.asarray(done[-1]["pos"])
+        steps = max(1, steps - len(done))
+        log(f"resuming from evaluation {len(done)}")
+    else:
+        start = geo.builder.geometry(180.0)
+        start = optimise(xtb_force_fn(geo.z, start), geo.z, start, fmax=0.005)
+        pos = relaxed_scan(geo, start, np.arange(180.0, 89.0, -15.0),
+                           lambda p: xtb_force_fn(geo.z, p), log=log)[-1]
+        b, c = geo.central
+        d = geo.torsion_atoms[3]
+        normal = np.cross(pos[d] - pos[c], pos[geo.hydrogens[1]] - pos[c])
+        pos[c] += pyramidalise_a * normal / np.linalg.norm(normal)
+    result = penalty_meci(geo, pos, steps=steps, log_path=log_path, log=log)
+    (out / "meci.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _now() -> str:
+    return time.strftime("%H:%M:%S")
+
+
+def _log(msg: str) -> None:
+    print(f"[{_now()}] {msg}", flush=True)
+
+
+if __name__ == "__main__":  # pragma: no cover - manual runs, see docs/stilbene.md
+    import sys
+
+    what = sys.argv[1]
+    if what == "validate":
+        run_validation(sys.argv[2], log=_log)
+    elif what == "meci":
+        run_meci(sys.argv[2], steps=int(sys.argv[3]), log=_log)
+    else:
+        raise SystemExit(f"unknown command {what!r}")
