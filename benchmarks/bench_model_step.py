@@ -234,22 +234,25 @@ def _module_labels(model) -> dict:
             labels[module] = "product"
         elif ".readouts." in f".{name}." and leaf.isdigit():
             labels[module] = "readout"
+        elif ".extra." in f".{name}." and leaf.isdigit():
+            labels[module] = "3-body tree (MessageFusion)"
         elif ".extra." in f".{name}." and leaf == "message":
             labels[module] = "3-body messages (EdgeMessage)"
-        elif ".extra." in f".{name}." and leaf == "fusion" and name.count(".") == 2:
-            labels[module] = "3-body tree (MessageFusion)"
     return labels
 
 
 def _label_forward(model) -> None:
     for module, label in _module_labels(model).items():
-        forward = module.forward
+        for method in ("forward", "components"):  # EdgeMessage.components: 3-body fast path
+            if not hasattr(module, method):
+                continue
+            original = getattr(module, method)
 
-        def labelled(*a, _f=forward, _l=label, **k):
-            with record_function(_l):
-                return _f(*a, **k)
+            def labelled(*a, _f=original, _l=label, **k):
+                with record_function(_l):
+                    return _f(*a, **k)
 
-        module.forward = labelled
+            setattr(module, method, labelled)
 
 
 def attribute(events) -> dict[tuple[str, str], float]:
@@ -335,9 +338,6 @@ def plot(rows: list[dict], stem: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from fusion.analysis.style import apply_style
-
-    apply_style()
     groups = sorted({(r["dtype"], r["threads"]) for r in rows})
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     models = list(dict.fromkeys(r["model"] for r in rows))

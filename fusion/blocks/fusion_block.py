@@ -156,6 +156,15 @@ class EdgeMessage(nn.Module):
         self, node_feats: torch.Tensor, edge_vectors: torch.Tensor, sender: torch.Tensor
     ) -> torch.Tensor:
         E, C = edge_vectors.shape[0], self.channels
+        m = self.components(node_feats, edge_vectors, sender)  # [Dm, E, C]
+        return m.permute(1, 0, 2).reshape(E, self.dm * C).index_select(1, self.m_index)
+
+    def components(
+        self, node_feats: torch.Tensor, edge_vectors: torch.Tensor, sender: torch.Tensor
+    ) -> torch.Tensor:
+        """The messages in component-major layout ``[Dm, E, C]`` (rows: the message labels'
+        components in order), as :class:`MessageFusion` uses them internally."""
+        E, C = edge_vectors.shape[0], self.channels
         lengths = torch.linalg.norm(edge_vectors, dim=1, keepdim=True)  # [E, 1]
         y = self.sh(edge_vectors).t().unsqueeze(-1)  # [DY, E, 1]
         h = self.linear(node_feats).index_select(0, sender)  # [E, C * Dh]
@@ -164,8 +173,7 @@ class EdgeMessage(nn.Module):
         p = torch.mm(self.cg.to(outer.dtype), outer).view(self.dp, E, C)  # [Dp, E, C]
         r = self.radial_mlp(self.radial(lengths)).view(E, self.num_paths, C)  # [E, P, C]
         w = r.index_select(1, self.path_of).transpose(0, 1) * self.norm.to(r.dtype)[:, None, None]
-        m = p.new_zeros(self.dm, E, C).index_add_(0, self.out_of, p * w)  # [Dm, E, C]
-        return m.permute(1, 0, 2).reshape(E, self.dm * C).index_select(1, self.m_index)
+        return p.new_zeros(self.dm, E, C).index_add_(0, self.out_of, p * w)  # [Dm, E, C]
 
 
 def _exact_terms(num_messages: int) -> list[tuple[float, tuple[int, ...]]]:
@@ -314,6 +322,19 @@ class MessageFusion(nn.Module):
         unweighted S, the weighted root runs once per atom."""
         inner = self.fusion.subtree_value([density, density, density])  # [D, N, C]
         inner_e = self.fusion.subtree_value([messages, messages, messages])  # [D, E, C]
+        inner = inner.index_add(1, receiver, inner_e, alpha=-1.0)
+        return self.fusion.root_value(node_feats, inner, species)
+
+    def exact_from_components(self, node_feats: torch.Tensor, messages: torch.Tensor,
+                              receiver: torch.Tensor, species: torch.Tensor | None = None
+                              ) -> torch.Tensor:
+        """As ``forward`` (needs ``per_atom_exact``) with the messages in component-major
+        layout ``[Dm, E, C]`` (``EdgeMessage.components``): no layout round trips on edges."""
+        n = node_feats.shape[0]
+        density = messages.new_zeros(messages.shape[0], n, messages.shape[2])
+        density = density.index_add(1, receiver, messages)  # [Dm, N, C]
+        inner = self.fusion.subtree_value([density, density, density], True)  # [D, N, C]
+        inner_e = self.fusion.subtree_value([messages, messages, messages], True)  # [D, E, C]
         inner = inner.index_add(1, receiver, inner_e, alpha=-1.0)
         return self.fusion.root_value(node_feats, inner, species)
 
@@ -482,5 +503,9 @@ class FusionBlock(nn.Module):
                 "FusionBlock: edge_vectors expected shape [E, 3], got "
                 + str(list(edge_vectors.shape))
             )
+        if self.fusion.per_atom_exact:
+            messages = self.message.components(node_feats, edge_vectors, sender)  # [Dm, E, C]
+            messages = messages * (1.0 / self.avg_num_neighbors)
+            return self.fusion.exact_from_components(node_feats, messages, receiver, species)
         messages = self.message(node_feats, edge_vectors, sender) / self.avg_num_neighbors
         return self.fusion(node_feats, messages, receiver, species)

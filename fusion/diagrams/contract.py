@@ -34,6 +34,7 @@ import torch
 from e3nn import o3
 from torch import nn
 
+from fusion.diagrams.bilinear import BilinearPlan, sparse_bilinear
 from fusion.diagrams.cg import coupling
 from fusion.diagrams.irreps import channel_irreps, component_index, parse_irreps
 from fusion.diagrams.paths import FusionDiagram, resolve_leaf_specs
@@ -138,11 +139,18 @@ def _gather_weights(
 
 
 class _Leaf(nn.Module):
-    """e3nn layout ``[N, C * dim]`` -> slots ``[D, N, C]`` (only labels on some path)."""
+    """e3nn layout ``[N, C * dim]`` -> slots ``[D, N, C]`` (only labels on some path).
 
-    def __init__(self, index: torch.Tensor, num_components: int, channels: int):
+    ``from_components``: the same from component-major ``[D_all, N, C]`` (every label of the
+    leaf, in order), which producers such as ``EdgeMessage.components`` hand over directly.
+    """
+
+    def __init__(self, index: torch.Tensor, num_components: int, channels: int,
+                 rows: torch.Tensor):
         super().__init__()
         self.register_buffer("index", index, persistent=False)
+        self.register_buffer("rows", rows, persistent=False)
+        self.all_rows = bool(torch.equal(rows, torch.arange(rows.numel())))
         self.num_components = num_components
         self.channels = channels
 
@@ -150,6 +158,9 @@ class _Leaf(nn.Module):
         n = x.shape[0]
         x = x.index_select(1, self.index).view(n, self.num_components, self.channels)
         return x.transpose(0, 1)  # [D, N, C]
+
+    def from_components(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.all_rows else x.index_select(0, self.rows)  # [D, N, C]
 
 
 class _Vertex(nn.Module):
@@ -224,6 +235,8 @@ class _Vertex(nn.Module):
             w = _gather_weights(weight, self.widx, species) * self.folded.to(x.dtype)[:, None, None]
             prod = x.index_select(0, self.i) * y.index_select(0, self.j) * w  # [nnz, N, C]
             p = prod.new_zeros(self.dout, n, c).index_add_(0, self.out, prod)
+        elif not torch.jit.is_scripting():
+            p = self._bilinear(x, y)  # [Dp, N, C], no [nnz, N, C] temporaries
         else:
             prod = x.index_select(0, self.i) * y.index_select(0, self.j)  # [nnz, N, C]
             prod = prod * self.coef.to(x.dtype)[:, None, None]
@@ -232,6 +245,15 @@ class _Vertex(nn.Module):
             # linear C -> C per label on this internal edge
             p = torch.bmm(p, mixing.index_select(0, self.mix_index)) * self.mix_scale
         return p
+
+
+    @torch.jit.unused
+    def _bilinear(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        plan = self.__dict__.get("_plan")
+        if plan is None:  # built on first use from the CG non-zeros (float64, exact)
+            plan = BilinearPlan.from_tensors(self.i, self.j, self.k, self.coef, self.dp)
+            self.__dict__["_plan"] = plan
+        return sparse_bilinear(x, y, plan)
 
 
 class _LeafRoot(nn.Module):
@@ -403,7 +425,8 @@ class FusionTree(nn.Module):
         leaf_modules = []
         for k in range(t.num_leaves):
             index = component_index(d.leaf_labels[k], C, slots[k])
-            leaf_modules.append(_Leaf(index, offsets[k][1], C))
+            rows = component_index(d.leaf_labels[k], 1, slots[k])  # rows of [D_all, N, C]
+            leaf_modules.append(_Leaf(index, offsets[k][1], C, rows))
         self.leaf_modules = nn.ModuleList(leaf_modules)
 
         # vertices
@@ -665,12 +688,19 @@ class FusionTree(nn.Module):
             return -1
         return int(leaf[0])
 
-    def subtree_value(self, leaves: list[torch.Tensor]) -> torch.Tensor:
+    def subtree_value(self, leaves: list[torch.Tensor], components: bool = False
+                      ) -> torch.Tensor:
         """Value ``[D, N, C]`` of the root's subtree when :attr:`split_leaf` >= 0; ``leaves``
-        as for ``forward`` (the root's own leaf is not read)."""
+        as for ``forward`` (the root's own leaf is not read), or with ``components`` in
+        component-major layout ``[D_all, N, C]`` (every label of the leaf, in order)."""
         nodes: list[torch.Tensor] = []
         for k, leaf in enumerate(self.leaf_modules):
-            nodes.append(leaves[k] if k == self.split_leaf else leaf(leaves[k]))
+            if k == self.split_leaf:
+                nodes.append(leaves[k])
+            elif components:
+                nodes.append(leaf.from_components(leaves[k]))
+            else:
+                nodes.append(leaf(leaves[k]))
         last = len(self.vertex_modules) - 1
         for idx, vertex in enumerate(self.vertex_modules):
             if idx < last:
