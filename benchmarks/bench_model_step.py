@@ -27,7 +27,7 @@ for these models, all with the same hyperparameters (``HPARAMS``: 64 channels, `
 in float32 and float64, on 1 and 2 threads. Geometries are rdkit ETKDG + MMFF conformers with
 seeded 0.05 Å displacements (the cost depends on atoms and edges, not on labels).
 
-``--breakdown`` adds one profiled training step per model, with the self CPU time of every
+``--breakdown`` adds three profiled steps per task and model, with the self CPU time of every
 op attributed to the module that ran it: forward ops by their module; backward ops (the
 forces pass and the parameter-gradient pass) through the autograd sequence numbers back to
 the forward op, and so to its module.
@@ -300,25 +300,27 @@ def breakdown(args) -> list[dict]:
     elements = (1, 6, 8)
     torch.set_num_threads(1)
     rows = []
-    batch = batch_of(*TASKS["train"][:2], elements, torch.float32)
-    for name in args.models:
-        model, _ = build(name, torch.float32, elements)
-        _label_forward(model)
-        run = runner(model, batch, "train")
-        for _ in range(2):
-            run()
-        n = 3
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            for _ in range(n):
+    for task in args.tasks:
+        molecule, n_frames, hparams, _ = TASKS[task]
+        batch = batch_of(molecule, n_frames, elements, torch.float32)
+        for name in args.models:
+            model, _ = build(name, torch.float32, elements, hparams)
+            _label_forward(model)
+            run = runner(model, batch, task)
+            for _ in range(2):
                 run()
-        totals = attribute(prof.events())
-        for (label, phase), ms in sorted(totals.items()):
-            rows.append({"model": name, "part": label, "phase": phase,
-                         "ms_per_step": round(ms / n, 2)})
-        total = sum(totals.values()) / n
-        print(f"{name}: {total:.0f} ms/step profiled")
-        for (label, phase), ms in sorted(totals.items(), key=lambda kv: -kv[1])[:8]:
-            print(f"   {label:38s} {phase:8s} {ms / n:7.1f} ms")
+            n = 3
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                for _ in range(n):
+                    run()
+            totals = attribute(prof.events())
+            for (label, phase), ms in sorted(totals.items()):
+                rows.append({"task": task, "model": name, "part": label, "phase": phase,
+                             "ms_per_step": round(ms / n, 2)})
+            total = sum(totals.values()) / n
+            print(f"{task} {name}: {total:.0f} ms/step profiled")
+            for (label, phase), ms in sorted(totals.items(), key=lambda kv: -kv[1])[:8]:
+                print(f"   {label:38s} {phase:8s} {ms / n:7.1f} ms")
     return rows
 
 
@@ -390,7 +392,7 @@ def main(argv=None) -> None:
     if args.breakdown:
         rows = breakdown(args)
         write_csv(out.with_name(out.stem + "_breakdown.csv"), rows,
-                  ["model", "part", "phase", "ms_per_step"])
+                  ["task", "model", "part", "phase", "ms_per_step"])
     if not args.no_grid:
         rows = time_grid(args)
         write_csv(out, rows, COLUMNS)

@@ -125,32 +125,36 @@ class EdgeMessage(nn.Module):
         self.radial = RadialEmbedding(r_max, num_bessel, num_polynomial_cutoff)
         self.radial_mlp = RadialMLP([num_bessel, *radial_mlp, len(paths) * C])
 
-        # dense CG matrix over all paths: [Dp, DY * Dh]; then weighted sum per message label
         off_y, off_h, off_m = (_offsets(ls) for ls in (sh_labels, labels_h, labels_m))
         dy, dh = self.irreps_sh.dim, sum(ir.dim for ir in labels_h)
-        dp = sum(m.dim for _, _, m in paths)
-        cg = torch.zeros(dp, dy * dh, dtype=torch.float64)
-        path_of, out_of, norm = [], [], []
         n_into = {m: sum(1 for p in paths if p[2] == m) for m in labels_m}
-        row = 0
-        for k, (y, h, m) in enumerate(paths):
-            block = coupling(y.l, h.l, m.l, dtype=torch.float64)  # [2ly+1, 2lh+1, 2lm+1]
-            for a in range(y.dim):
-                for b in range(h.dim):
-                    cg[row : row + m.dim, (off_y[y] + a) * dh + off_h[h] + b] = block[a, b]
-            path_of += [k] * m.dim
-            out_of += [off_m[m] + i for i in range(m.dim)]
-            norm += [1.0 / math.sqrt(n_into[m])] * m.dim
-            row += m.dim
-        # float64 until used (forward casts), so .double() is exact
-        self.register_buffer("cg", cg, False)
-        self.register_buffer("path_of", torch.tensor(path_of, dtype=torch.long), False)
-        self.register_buffer("out_of", torch.tensor(out_of, dtype=torch.long), False)
-        self.register_buffer("norm", torch.tensor(norm, dtype=torch.float64), False)
-        self.register_buffer("h_index", component_index(labels_h, C), False)
         self.register_buffer("m_index", torch.argsort(component_index(labels_m, C)), False)
-        self.dy, self.dh, self.dp = dy, dh, dp
+        self.dy, self.dh = dy, dh
         self.dm = sum(ir.dim for ir in labels_m)
+        # One contraction with the radial weight folded into the sender's features (as
+        # fusion.blocks.conv.FusionConv): rows r = (path p, component b of p's h label),
+        #   xw[e, c, r] = h[e, c, b(r)] * w[e, c, p(r)],
+        #   m[e, c, k]  = sum_r xw[e, c, r] * sum_a Y[e, a] * B[a, r, k],
+        # B = the paths' CG blocks with their 1/sqrt(#paths) norm; B, the 0/1 spreads stay
+        # float64 until used (forward casts), so .double() is exact.
+        rows_b, rows_p = [], []
+        for k, (_, h, _) in enumerate(paths):
+            rows_b += [off_h[h] + b for b in range(h.dim)]
+            rows_p += [k] * h.dim
+        R = len(rows_b)
+        B = torch.zeros(dy, R, self.dm, dtype=torch.float64)
+        for k, (y, h, m) in enumerate(paths):
+            r0 = rows_p.index(k)
+            block = coupling(y.l, h.l, m.l, dtype=torch.float64) / math.sqrt(n_into[m])
+            B[off_y[y]:off_y[y] + y.dim, r0:r0 + h.dim, off_m[m]:off_m[m] + m.dim] += block
+        self.register_buffer("B_edge", B.reshape(dy, R * self.dm), False)
+        self.register_buffer("select_b", torch.eye(dh, dtype=torch.float64)[:, rows_b], False)
+        self.register_buffer("select_p", torch.eye(len(paths), dtype=torch.float64)[:, rows_p],
+                             False)
+        self.num_rows = R
+        self._h_slices = [(o, o + C * ir.dim, ir.dim) for o, ir in
+                          zip(itertools.accumulate([C * ir.dim for ir in labels_h], initial=0),
+                              labels_h)]
 
     def forward(
         self, node_feats: torch.Tensor, edge_vectors: torch.Tensor, sender: torch.Tensor
@@ -166,14 +170,14 @@ class EdgeMessage(nn.Module):
         components in order), as :class:`MessageFusion` uses them internally."""
         E, C = edge_vectors.shape[0], self.channels
         lengths = torch.linalg.norm(edge_vectors, dim=1, keepdim=True)  # [E, 1]
-        y = self.sh(edge_vectors).t().unsqueeze(-1)  # [DY, E, 1]
-        h = self.linear(node_feats).index_select(0, sender)  # [E, C * Dh]
-        h = h.index_select(1, self.h_index).view(E, self.dh, C).transpose(0, 1)  # [Dh, E, C]
-        outer = (y.unsqueeze(1) * h.unsqueeze(0)).reshape(self.dy * self.dh, E * C)
-        p = torch.mm(self.cg.to(outer.dtype), outer).view(self.dp, E, C)  # [Dp, E, C]
+        y = self.sh(edge_vectors)  # [E, DY]
+        h = self.linear(node_feats).index_select(0, sender)  # [E, C * Dh] (e3nn layout)
+        h = torch.cat([h[:, a:b].reshape(E, C, d) for a, b, d in self._h_slices], dim=-1)
         r = self.radial_mlp(self.radial(lengths)).view(E, self.num_paths, C)  # [E, P, C]
-        w = r.index_select(1, self.path_of).transpose(0, 1) * self.norm.to(r.dtype)[:, None, None]
-        return p.new_zeros(self.dm, E, C).index_add_(0, self.out_of, p * w)  # [Dm, E, C]
+        dt = h.dtype
+        xw = (h @ self.select_b.to(dt)) * (r.transpose(1, 2) @ self.select_p.to(dt))  # [E, C, R]
+        G = (y @ self.B_edge.to(dt)).view(E, self.num_rows, self.dm)  # [E, R, Dm]
+        return torch.bmm(xw, G).permute(2, 0, 1).contiguous()  # [Dm, E, C]
 
 
 def _exact_terms(num_messages: int) -> list[tuple[float, tuple[int, ...]]]:
