@@ -83,9 +83,9 @@ TASKS = {
     "md-stilbene": ("stilbene", 1, HPARAMS, True),
     "train-demo": ("qm9-sized", 32, DEMO_HPARAMS, False),
 }
-COLUMNS = ["task", "model", "dtype", "threads", "n_params", "atoms", "edges", "ms_median",
-           "ms_min", "per_second", "speedup_vs_reference", "reference", "rounds", "clock",
-           "load"]
+COLUMNS = ["task", "model", "mode", "device", "dtype", "threads", "n_params", "atoms", "edges",
+           "ms_median", "ms_min", "per_second", "speedup_vs_reference", "reference", "rounds",
+           "clock", "load"]
 CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
 CLOCK = CLOCKS["wall"]
 
@@ -170,6 +170,9 @@ def _edges(batch: dict) -> int:
 
 
 def time_grid(args) -> list[dict]:
+    from fusion.train.provenance import cpu_name
+
+    device = f"cpu: {cpu_name()}"
     elements = (1, 6, 8)
     rows = []
     for threads in args.threads:
@@ -199,7 +202,8 @@ def time_grid(args) -> list[dict]:
             for c in cases:
                 med = statistics.median(c["times"])
                 rows.append({
-                    "task": c["task"], "model": c["model"], "dtype": dtype_name,
+                    "task": c["task"], "model": c["model"], "mode": c["model"],
+                    "device": device, "dtype": dtype_name,
                     "threads": threads, "n_params": c["n_params"], "atoms": c["atoms"],
                     "edges": c["edges"], "ms_median": round(1e3 * med, 3),
                     "ms_min": round(1e3 * min(c["times"]), 3),

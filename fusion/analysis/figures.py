@@ -453,7 +453,8 @@ def per_molecule_bars(summary: pd.DataFrame, out_path: PathArg, split: str = "te
 # --------------------------------------------------------------------------- kernel speed
 
 _KERNEL_CONFIG = (
-    "nodes", "elements", "channels", "lmax", "correlation", "irreps_out", "dtype", "threads",
+    "task", "nodes", "elements", "channels", "lmax", "correlation", "irreps_out", "dtype",
+    "threads",
 )
 
 
@@ -493,14 +494,17 @@ def kernel_speed(csv_paths: Iterable[PathArg], out_path: PathArg) -> list[Path]:
     """Speedup of our kernels over the reference (time reference / time ours), bars.
 
     One panel per benchmark CSV (``results/benchmarks/product.csv``: FusionProduct vs
-    mace-torch's SymmetricContraction; ``cormorant_speed.csv`` when present); bars per
+    mace-torch's SymmetricContraction; ``cormorant_speed.csv`` and ``model_step.csv``, whole
+    models against mace-torch, when present); bars per
     configuration (the columns of ``_KERNEL_CONFIG`` that vary), one colour per ``mode``. A
     dotted line at 1 (equal speed). Returns PNG and SVG paths.
     """
     tables = [read_benchmark(p) for p in csv_paths]
     if not tables:
         raise ValueError("kernel_speed: no benchmark CSV given")
-    mode_colors = ("#2171b5", "#d94801", "#238b45", "#6a51a3")
+    mode_colors = ("#2171b5", "#d94801", "#238b45", "#6a51a3", "#cb181d", "#737373",
+                   "#41b6c4", "#fe9929", "#c51b8a", "#252525")
+    next_color = 0  # modes of different panels get different colours (one shared legend)
     with mpl.rc_context(_RC):
         fig, axes = _grid(len(tables), panel_w=5.2, panel_h=3.6)
         for ax, table in zip(axes, tables):
@@ -515,6 +519,7 @@ def kernel_speed(csv_paths: Iterable[PathArg], out_path: PathArg) -> list[Path]:
             modes = list(dict.fromkeys(table["mode"]))
             width = 0.8 / len(modes)
             for i, mode in enumerate(modes):
+                color = mode_colors[(next_color + i) % len(mode_colors)]
                 rows = table[table["mode"] == mode]
                 mean = rows.groupby("_config")["speedup"].mean()
                 xs = [labels.index(c) - 0.4 + width * (i + 0.5) for c in mean.index]
@@ -522,10 +527,11 @@ def kernel_speed(csv_paths: Iterable[PathArg], out_path: PathArg) -> list[Path]:
                     xs,
                     mean.to_numpy(),
                     width=width * 0.95,
-                    color=mode_colors[i % len(mode_colors)],
+                    color=color,
                     label=str(mode),
                     zorder=3,
                 )
+            next_color += len(modes)
             ax.axhline(1.0, color="0.3", linestyle=":", lw=1.2)
             ax.set_xticks(range(len(labels)))
             ax.set_xticklabels(labels, rotation=25, ha="right", fontsize=8)

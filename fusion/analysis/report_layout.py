@@ -17,7 +17,8 @@ from fusion.analysis.style import model_label
 
 FRONT_PAGE_RST = "results/tables/front_page.rst"
 # Benchmarks are run by benchmarks/*.py and committed, not rerun by the workflow.
-KERNEL_BENCHMARK_CSVS = ("results/benchmarks/product.csv", "results/benchmarks/cormorant_speed.csv")
+KERNEL_BENCHMARK_CSVS = ("results/benchmarks/product.csv", "results/benchmarks/cormorant_speed.csv",
+                         "results/benchmarks/model_step.csv")
 
 
 def report_models(config: Mapping) -> list[str]:

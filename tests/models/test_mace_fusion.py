@@ -204,6 +204,27 @@ def test_fusion_at_baseline_width_reproduces_the_baseline(models):
     assert (forces - f_ref).abs().max() < 1e-10
 
 
+def test_fast_paths_reproduce_mace_torch_in_float32():
+    """What the trainer runs (FusionProduct's fast kernel, FusionConv) against mace-torch's own
+    code path (e3nn interaction, mace's product), float32, mapped weights: energies and
+    forces agree to 1e-5 (relative to their scale)."""
+    torch.manual_seed(2)
+    baseline = build_model("mace", "baseline", {**SMALL, "interaction_kernel": "e3nn"}, STATS)
+    model = build_model("mace", "fusion", {**SMALL, "fusion_num_channels": 8}, STATS)
+    assert any(type(m).__name__ == "FusionConv" for m in model.modules())
+    missing, unexpected = model.mace.load_state_dict(baseline.mace.state_dict(), strict=False)
+    assert all(k.startswith("products.") for k in missing + unexpected)
+    for fp, block in zip(model.mace.products, baseline.mace.products):
+        map_mace_weights(fp, block)
+    baseline, model = baseline.float().eval(), model.float().eval()
+    batch = {k: v.float() if v.is_floating_point() else v for k, v in make_batch().items()}
+    e_ref, f_ref = run(baseline, batch)
+    energy, forces = run(model, batch)
+    assert energy.dtype == torch.float32 and f_ref.abs().max() > 1e-3
+    assert (energy - e_ref).abs().max() < 1e-5 * max(1.0, e_ref.abs().max().item())
+    assert (forces - f_ref).abs().max() < 1e-5 * max(1.0, f_ref.abs().max().item())
+
+
 def test_three_body_model_without_its_extra_terms_is_the_mace_forward(models):
     """MaceFusion3Body re-implements ScaleShiftMACE.forward; with zero 3-body weights it must
     give exactly the wrapped mace model's energies and forces."""
