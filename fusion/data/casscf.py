@@ -12,10 +12,12 @@ Active-space choice: ``active="homo-lumo"`` (default, deterministic, no history)
 from the RHF HOMO and LUMO, the π and π* of the whole conjugated system in planar stilbene.
 ``active="central"`` instead takes the occupied orbital among the highest
 :data:`ACTIVE_WINDOW` and the virtual among the lowest :data:`ACTIVE_WINDOW` with the largest
-Mulliken weight on the two central carbons; at trans-stilbene that picks a localised
-ethylenic π/π* pair and converges to a different SA-CASSCF solution (S1−S0 6.9 eV at the
-GFN2-xTB trans minimum, against 4.3 eV from HOMO/LUMO; measured, docs/stilbene.md), so it is
-not the default. Along a path (scan, crossing search) the converged orbitals of the previous
+Mulliken weight on the two central carbons (for twisted geometries where a phenyl π may lie
+above the central one). Why ``direct_spin0``: with pyscf's default solver the two lowest
+Ms = 0 roots of (2,2) are S0 and the **triplet** ππ*, so a "state average" silently averages
+S0 with T1 (measured: a 4.34 eV "gap" at the MMFF trans geometry, which is S0→T1; the
+singlet S1 is 6.9 eV above S0 at the GFN2-xTB trans minimum).
+Along a path (scan, crossing search) the converged orbitals of the previous
 point can be passed as ``mo_guess`` instead (projected onto the new geometry with
 ``mcscf.project_init_guess``), which tracks the active orbitals continuously.
 

@@ -220,13 +220,24 @@ def test_ensemble_outputs_population_lifetime_and_branching(tmp_path):
         on_s1 = traj[(traj["time_fs"] == time_fs)]["state"].eq(1).mean()
         assert value == pytest.approx(on_s1)
     exited = summary["first_exit_fs"].notna()
-    tau, err = hp.exponential_lifetime(summary.loc[exited, "first_exit_fs"],
-                                       summary.loc[~exited, "end_fs"])
-    assert result["lifetime_fs"] == pytest.approx(tau) and result["n_exits"] == exited.sum()
-    observed = summary.loc[exited, "first_exit_fs"].sum() + summary.loc[~exited, "end_fs"].sum()
-    assert result["lifetime_lower95_fs"] == pytest.approx(
-        hp.lifetime_lower_bound(int(exited.sum()), observed))
-    assert result["lifetime_lower95_fs"] < result["lifetime_fs"]
+    assert result["n_exits"] == exited.sum()
+    # cis and trans are different decays: no pooled lifetime, one per start
+    assert result["lifetime_fs"] is None and "per start" in result["lifetime_note"]
+    for start, group in summary.groupby("start"):
+        per = result["lifetime_per_start"][start]
+        ex = group["first_exit_fs"].notna()
+        assert per["n_exits"] == ex.sum()
+        observed = group.loc[ex, "first_exit_fs"].sum() + group.loc[~ex, "end_fs"].sum()
+        assert per["lifetime_lower95_fs"] == pytest.approx(
+            hp.lifetime_lower_bound(int(ex.sum()), observed))
+        if ex.any():
+            tau, _ = hp.exponential_lifetime(group.loc[ex, "first_exit_fs"],
+                                             group.loc[~ex, "end_fs"])
+            assert per["lifetime_fs"] == pytest.approx(tau)
+            assert per["first_exit_fs"] == group["first_exit_fs"].min()
+    numbers = hp.ensemble_numbers(summary, drift_threshold_ev=0.0)
+    assert numbers["max_drift_ev"] == summary["max_energy_drift_ev"].max()
+    assert numbers["n_drift_flagged"] == (summary["max_energy_drift_ev"] > 0).sum()
     branching = pd.read_csv(tmp_path / "a" / "branching.csv")
     assert list(branching["start"]) == ["cis", "trans"]
     for _, row in branching.iterrows():
@@ -236,6 +247,30 @@ def test_ensemble_outputs_population_lifetime_and_branching(tmp_path):
     for path in result["figures"]:
         assert (tmp_path / "a" / path.split("/")[-1]).stat().st_size > 1000
     assert {p.rsplit(".", 1)[-1] for p in result["figures"]} == {"png", "svg"}
+
+
+def test_ensemble_uses_the_start_samplers(tmp_path):
+    """A sampler replaces the Cartesian kicks: the trajectory starts where it says."""
+    atoms = _hcch(180.0)
+    atoms.set_masses([12.0] * 4)
+    twisted = _hcch(150.0).positions
+
+    def sampler(rng):
+        return twisted.copy(), np.zeros((4, 3))
+
+    hp.run_ensemble(TorsionModel, {"trans": atoms}, tmp_path, n_trajectories=2, n_steps=2,
+                    dt_fs=0.25, torsion_atoms=(0, 1, 2, 3), log=lambda msg: None,
+                    samplers={"trans": sampler})
+    traj = pd.read_csv(tmp_path / "trajectories.csv")
+    first = traj[traj["time_fs"] == 0]
+    np.testing.assert_allclose(first["torsion_deg"], 150.0, atol=1e-6)
+    np.testing.assert_allclose(first["kinetic_ev"], 0.0, atol=1e-12)
+
+
+def test_drift_threshold_is_the_one_the_table_names():
+    from fusion.dynamics.workflow import DRIFT_FLAG_EV
+
+    assert DRIFT_FLAG_EV == hp.DRIFT_THRESHOLD_EV
 
 
 def test_exponential_lifetime_recovers_a_known_decay():

@@ -53,7 +53,7 @@ def write_run_dir(run_dir: Path, n_states: int | None, weights_seed: int = 0) ->
 def tiny_spec(run_dir: Path, out_dir: Path, **changes) -> dict:
     return {"run_dir": str(run_dir), "out_dir": str(out_dir), "starts": ["trans", "cis"],
             "n_trajectories": 2, "n_steps": 20, "dt_fs": 0.5, "temperature_k": 300,
-            "seed": 0, "record_every": 2, "threads": 1, **changes}
+            "seed": 0, "record_every": 2, "threads": 1, "sampling": "cartesian", **changes}
 
 
 # --------------------------------------------------------------------------- bad input
@@ -71,6 +71,8 @@ def tiny_spec(run_dir: Path, out_dir: Path, **changes) -> dict:
     ({"seed": True}, "dynamics spec key 'seed' should be an integer >= 0, got True"),
     ({"record_every": 1.5}, "key 'record_every' should be an integer >= 1, got 1.5"),
     ({"run_dir": None}, "dynamics spec key 'run_dir' should be a non-empty path, got None"),
+    ({"sampling": "wigner"}, "dynamics spec key 'sampling' should be one of ['normal-modes', "
+                             "'cartesian'], got 'wigner'"),
 ])
 def test_bad_spec_values_are_named(tmp_path, change, message):
     spec = {**tiny_spec(tmp_path / "run", tmp_path / "out"), **change}
@@ -210,7 +212,9 @@ def _start(start, n_traj, n_exits, lifetime, n_hops, n_on_s0, n_trans):
             "lifetime_stderr_fs": lifetime / math.sqrt(n_exits) if n_exits else None,
             "n_hops": n_hops, "n_frustrated": 0, "n_on_s0": n_on_s0, "n_trans": n_trans,
             "fraction_trans": n_trans / n_on_s0 if n_on_s0 else None,
-            "wilson95_low": low, "wilson95_high": high}
+            "wilson95_low": low, "wilson95_high": high,
+            "first_exit_fs": 0.5 * lifetime if n_exits else None,
+            "max_drift_ev": 0.01 * n_traj, "n_drift_flagged": n_traj // 4}
 
 
 def test_dynamics_table_has_exact_values_and_a_mean_over_seeds(tmp_path, capsys):
@@ -231,7 +235,8 @@ def test_dynamics_table_has_exact_values_and_a_mean_over_seeds(tmp_path, capsys)
     assert list(table.columns) == [
         "dataset", "model", "variant", "seed", "start", "n_trajectories", "n_exits", "n_hops",
         "s1_lifetime_fs", "s1_lifetime_se_fs", "s1_lifetime_lower95_fs", "s1_observed_fs",
-        "n_on_s0", "n_trans", "trans_fraction", "trans_wilson95_low", "trans_wilson95_high"]
+        "n_on_s0", "n_trans", "trans_fraction", "trans_wilson95_low", "trans_wilson95_high",
+        "first_exit_fs", "max_drift_ev", "n_drift_flagged"]
     got = [(r.variant, str(r.seed), r.start) for r in table.itertuples()]
     assert got == [("baseline", "0", "cis"), ("baseline", "1", "cis"), ("baseline", "mean", "cis"),
                    ("baseline", "0", "trans"), ("baseline", "1", "trans"),
@@ -259,12 +264,14 @@ def test_dynamics_table_has_exact_values_and_a_mean_over_seeds(tmp_path, capsys)
     assert mean_trans["n_hops"] == 2 and mean_trans["n_trajectories"] == 8
 
     md = (tables / "dynamics.md").read_text()
-    assert "| stilbene-tddft | MACE baseline | mean | cis | 8 | 6 | 8 | 120.0 ± 20.0 " \
-           "(> 64 at 95 %) | 5 | 0.60 [0.23, 0.88] |" in md
-    assert "| stilbene-tddft | MACE + fusion | 0 | cis | 4 | 1 | 1 | 50.0 ± 50.0 " \
-           "(> 11 at 95 %) | 1 | 1.00 [0.21, 1.00] |" in md
-    assert "| stilbene-tddft | MACE baseline | 0 | trans | 4 | 0 | 0 | not observed " \
-           "(> 200 at 95 %) | 0 | – |" in md
+    # first exit: the earliest over seeds; drift: the largest; flagged: summed
+    assert "| stilbene-tddft | MACE baseline | mean | cis | 8 | 6 | 8 | 50.0 | 120.0 ± 20.0 " \
+           "(> 64 at 95 %) | 5 | 0.60 [0.23, 0.88] | 0.040 | 2 |" in md
+    assert "| stilbene-tddft | MACE + fusion | 0 | cis | 4 | 1 | 1 | 25.0 | 50.0 ± 50.0 " \
+           "(> 11 at 95 %) | 1 | 1.00 [0.21, 1.00] | 0.040 | 1 |" in md
+    assert "| stilbene-tddft | MACE baseline | 0 | trans | 4 | 0 | 0 | – | not observed " \
+           "(> 200 at 95 %) | 0 | – | 0.040 | 1 |" in md
+    assert "no lifetime pools them" in md and "quantum yields" in md
     for stem in ("dynamics_population", "dynamics_torsion"):
         for ext in ("png", "svg"):
             assert (figures / f"{stem}.{ext}").stat().st_size > 0
@@ -350,8 +357,9 @@ def test_config_section_defaults_and_errors():
     spec = json.loads(dynamics_spec_json(config, "qm9-U0", "mace", "fusion", "0", "res"))
     assert spec == {"run_dir": "results/train/qm9-U0/mace/fusion/seed-0",
                     "out_dir": "results/dynamics/qm9-U0/mace/fusion/seed-0", "cache_dir": "res",
-                    "starts": ["cis", "trans"], "n_trajectories": 8, "n_steps": 40, "dt_fs": 0.5,
-                    "temperature_k": 300, "seed": 0, "record_every": 5, "threads": 1}
+                    "starts": ["cis", "trans"], "n_trajectories": 8, "n_steps": 40, "dt_fs": 0.25,
+                    "temperature_k": 300, "seed": 0, "record_every": 5, "threads": 1,
+                    "sampling": "normal-modes"}
 
     with pytest.raises(ValueError, match="config: dynamics asks for qm9-U0/mace/baseline seed 5, "
                                          "which the training grid does not train"):
@@ -392,7 +400,7 @@ def test_dry_run_schedules_one_dynamics_job_per_run(tmp_path):
     jobs = {line.split()[0]: int(line.split()[1]) for line in text.splitlines()
             if len(line.split()) == 2 and line.split()[1].isdigit()}
     assert jobs["dynamics"] == 4 and jobs["dynamics_table"] == 1, jobs
-    assert ("fusion dynamics --spec '{\"cache_dir\": \"resources\", \"dt_fs\": 0.5, \"n_steps\": "
+    assert ("fusion dynamics --spec '{\"cache_dir\": \"resources\", \"dt_fs\": 0.25, \"n_steps\": "
             "400, \"n_trajectories\": 2, \"out_dir\": \"results/dynamics/qm9-U0/mace/fusion/"
             "seed-1\"") in text
     table_command = "fusion dynamics-table results/dynamics/qm9-U0/mace/baseline/seed-0/"
