@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from fusion.data.casscf import pyramidalisation_deg, sa_casscf_labels
-from fusion.data.normal_modes import optimise
+from fusion.data.normal_modes import hessian, normal_modes, optimise
 from fusion.data.stilbene import (
     STILBENE_SMILES,
     STILBENE_TORSION_SMARTS,
@@ -257,6 +257,124 @@ def run_meci(out_dir: str | Path, steps: int = 30, pyramidalise_a: float = 0.15,
     return result
 
 
+# ------------------------------------------------------------------- the stilbene-casscf data
+
+CASSCF_FORMAT_VERSION = 1
+N_SCAN_FRAMES = 7  # frames 0..6: the xTB scan at 180, 150, ..., 0 degrees
+SCAN_STEP_DEG = 15.0  # the scan itself steps 15 degrees (every other point is a frame)
+THERMAL_MIN_CM = 100.0  # normal modes below this: velocity only (not used for frames)
+
+
+class CasscfPlan:
+    """The geometries of the ``stilbene-casscf`` frames (deterministic in ``seed``).
+
+    Frame ``i < N_SCAN_FRAMES``: the continuous GFN2-xTB relaxed scan point at
+    ``180 - 30 i`` degrees (no displacement). Frame ``i >= N_SCAN_FRAMES``: a classical
+    300 K sample in the GFN2-xTB normal modes of the trans (even ``i - N_SCAN_FRAMES``) or cis
+    (odd) minimum, ``numpy.random.default_rng([seed, i])``, modes below 100 cm⁻¹ not displaced.
+    Building the plan (minima, Hessians, scan) takes about a minute on one core.
+    """
+
+    def __init__(self, seed: int = 0, temperature_k: float = 300.0,
+                 log: Callable[[str], None] = print) -> None:
+        from fusion.data.normal_modes import thermal_sample
+
+        self._sample = thermal_sample
+        self.seed, self.temperature_k = int(seed), float(temperature_k)
+        self.geo = StilbeneGeometry(seed)
+        self.z = self.geo.z
+        self.modes = {}
+        for name, angle in (("trans", 180.0), ("cis", 0.0)):
+            start = self.geo.builder.geometry(angle)
+            ff = xtb_force_fn(self.z, start)
+            pos = optimise(ff, self.z, start, fmax=0.001)
+            energy, _ = ff(pos)
+            self.modes[name] = normal_modes(hessian(ff, pos), pos, self.geo.masses,
+                                            energy=energy)
+        angles = np.arange(180.0, -0.1, -SCAN_STEP_DEG)
+        scan = relaxed_scan(self.geo, self.modes["trans"].pos, angles,
+                            lambda p: xtb_force_fn(self.z, p), log=lambda m: None)
+        self.scan = scan[::2]  # 180, 150, ..., 0
+        log(f"plan: xTB minima, normal modes and scan ready (seed {seed})")
+
+    def frame(self, index: int) -> tuple[np.ndarray, str]:
+        """Positions [n, 3] Å and kind (``scan``, ``trans``, ``cis``) of frame ``index``."""
+        if index < 0:
+            raise ValueError(f"frame index must be >= 0, got {index}")
+        if index < N_SCAN_FRAMES:
+            return self.scan[index].copy(), "scan"
+        kind = ("trans", "cis")[(index - N_SCAN_FRAMES) % 2]
+        rng = np.random.default_rng([self.seed, int(index)])
+        pos, _ = self._sample(self.modes[kind], self.temperature_k, rng, min_cm=THERMAL_MIN_CM)
+        return pos, kind
+
+
+def generate_casscf_frames(n_frames: int, cache_path: str | Path, seed: int = 0,
+                           indices: list[int] | None = None, chunk_size: int = 1,
+                           threads: int = 1, plan: CasscfPlan | None = None,
+                           log: Callable[[str], None] = print):
+    """Generate (or resume) the first ``n_frames`` ``stilbene-casscf`` frames into
+    ``cache_path`` (the cache format of :mod:`fusion.data.stilbene`, plus ``index`` [F] and
+    ``kind`` [F]). ``indices``: compute only these frame indices (a shard; several shard
+    caches are merged with :func:`merge_casscf_shards`). Frames already stored are kept;
+    the cache is rewritten atomically after every ``chunk_size`` frames."""
+    from pyscf import lib
+
+    from fusion.data.cache import load_npz_checked, save_npz_atomic
+
+    cache_path = Path(cache_path)
+    settings = {"method": "SA2-CASSCF(2,2)", "basis": "sto-3g", "density_fit": True,
+                "seed": int(seed), "temperature_k": 300.0, "geometry": "gfn2-xtb",
+                "format_version": CASSCF_FORMAT_VERSION}
+    wanted = list(range(n_frames)) if indices is None else sorted(set(indices))
+    stored: dict[int, dict] = {}
+    if cache_path.exists():
+        old = load_npz_checked(cache_path, CASSCF_FORMAT_VERSION, ("index",))
+        old_settings = json.loads(str(old["settings"]))
+        if old_settings != settings:
+            raise ValueError(f"{cache_path} was generated with other settings ({old_settings} vs "
+                             f"{settings}); use another cache path or delete it")
+        for k, i in enumerate(old["index"].tolist()):
+            stored[int(i)] = {key: old[key][k] for key in ("pos", "energies", "forces",
+                                                           "torsion", "kind")}
+    todo = [i for i in wanted if i not in stored]
+    if todo:
+        if plan is None:
+            plan = CasscfPlan(seed, log=log)
+        old_threads = lib.num_threads()
+        lib.num_threads(threads)
+        try:
+            for n_done, i in enumerate(todo, 1):
+                pos, kind = plan.frame(i)
+                try:
+                    e, f, info = sa_casscf_labels(plan.z, pos, plan.geo.central)
+                except RuntimeError as err:
+                    raise RuntimeError(f"{cache_path}: frame {i}: {err}") from err
+                torsion = dihedral_deg(pos, plan.geo.torsion_atoms)
+                stored[i] = {"pos": pos, "energies": e, "forces": f, "torsion": torsion,
+                             "kind": kind}
+                log(f"frame {i} ({kind}): torsion {torsion:6.1f} deg, S1-S0 {e[1] - e[0]:.3f} "
+                    f"eV, {info['seconds']:.0f} s")
+                if n_done % chunk_size == 0 or n_done == len(todo):
+                    _save_casscf(cache_path, plan.z, stored, settings, save_npz_atomic)
+        finally:
+            lib.num_threads(old_threads)
+    return stored
+
+
+def _save_casscf(path: Path, z: np.ndarray, stored: dict, settings: dict, save) -> None:
+    order = sorted(stored)
+    save(path, {
+        "z": np.asarray(z, dtype=np.int64), "index": np.asarray(order, dtype=np.int64),
+        "pos": np.stack([stored[i]["pos"] for i in order]),
+        "energies": np.stack([stored[i]["energies"] for i in order]),
+        "forces": np.stack([stored[i]["forces"] for i in order]),
+        "torsion": np.asarray([stored[i]["torsion"] for i in order], dtype=np.float64),
+        "kind": np.asarray([str(stored[i]["kind"]) for i in order]),
+        "settings": np.asarray(json.dumps(settings, sort_keys=True)),
+    }, CASSCF_FORMAT_VERSION)
+
+
 def _now() -> str:
     return time.strftime("%H:%M:%S")
 
@@ -273,5 +391,8 @@ if __name__ == "__main__":  # pragma: no cover - manual runs, see docs/stilbene.
         run_validation(sys.argv[2], log=_log)
     elif what == "meci":
         run_meci(sys.argv[2], steps=int(sys.argv[3]), log=_log)
+    elif what == "frames":  # frames N CACHE [i,j,k]
+        shard = [int(i) for i in sys.argv[4].split(",")] if len(sys.argv) > 4 else None
+        generate_casscf_frames(int(sys.argv[2]), sys.argv[3], indices=shard, log=_log)
     else:
         raise SystemExit(f"unknown command {what!r}")
