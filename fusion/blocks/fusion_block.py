@@ -35,6 +35,7 @@ from e3nn import o3
 from torch import nn
 
 from fusion.blocks.radial import RadialEmbedding, RadialMLP
+from fusion.diagrams.bilinear import BilinearPlan, bilinear_tensor_ops, sparse_bilinear
 from fusion.diagrams.cg import coupling
 from fusion.diagrams.contract import FusionTree
 from fusion.diagrams.irreps import channel_irreps, component_index, parse_irreps
@@ -131,30 +132,27 @@ class EdgeMessage(nn.Module):
         self.register_buffer("m_index", torch.argsort(component_index(labels_m, C)), False)
         self.dy, self.dh = dy, dh
         self.dm = sum(ir.dim for ir in labels_m)
-        # One contraction with the radial weight folded into the sender's features (as
-        # fusion.blocks.conv.FusionConv): rows r = (path p, component b of p's h label),
-        #   xw[e, c, r] = h[e, c, b(r)] * w[e, c, p(r)],
-        #   m[e, c, k]  = sum_r xw[e, c, r] * sum_a Y[e, a] * B[a, r, k],
-        # B = the paths' CG blocks with their 1/sqrt(#paths) norm; B, the 0/1 spreads stay
-        # float64 until used (forward casts), so .double() is exact.
+        # The message as two sparse bilinear contractions (fusion.diagrams.bilinear; rows of
+        # [D, E, C], no [paths, E, C] temporaries, cheap derivatives of every order):
+        #   xw[r] = h[b(r)] * w[p(r)]              rows r = (path p, component b of its h)
+        #   m[k]  = sum B[a, r, k] * Y[a] * xw[r]  B = the paths' CG blocks / sqrt(#paths)
         rows_b, rows_p = [], []
         for k, (_, h, _) in enumerate(paths):
             rows_b += [off_h[h] + b for b in range(h.dim)]
             rows_p += [k] * h.dim
-        R = len(rows_b)
-        B = torch.zeros(dy, R, self.dm, dtype=torch.float64)
+        B = torch.zeros(dy, len(rows_b), self.dm, dtype=torch.float64)
         for k, (y, h, m) in enumerate(paths):
             r0 = rows_p.index(k)
             block = coupling(y.l, h.l, m.l, dtype=torch.float64) / math.sqrt(n_into[m])
             B[off_y[y]:off_y[y] + y.dim, r0:r0 + h.dim, off_m[m]:off_m[m] + m.dim] += block
-        self.register_buffer("B_edge", B.reshape(dy, R * self.dm), False)
-        self.register_buffer("select_b", torch.eye(dh, dtype=torch.float64)[:, rows_b], False)
-        self.register_buffer("select_p", torch.eye(len(paths), dtype=torch.float64)[:, rows_p],
-                             False)
-        self.num_rows = R
-        self._h_slices = [(o, o + C * ir.dim, ir.dim) for o, ir in
-                          zip(itertools.accumulate([C * ir.dim for ir in labels_h], initial=0),
-                              labels_h)]
+        self.register_buffer("h_index", component_index(labels_h, C), False)
+        self._xw_plan = BilinearPlan(tuple((b, p, r, 1.0) for r, (b, p) in
+                                           enumerate(zip(rows_b, rows_p))), len(rows_b))
+        self._m_plan = BilinearPlan(tuple((a, r, k, float(B[a, r, k]))
+                                          for a, r, k in B.nonzero().tolist()), self.dm)
+        self.register_buffer("xw_terms", self._xw_plan.as_tensor(), False)  # TorchScript
+        self.register_buffer("m_terms", self._m_plan.as_tensor(), False)
+        self.num_rows = len(rows_b)
 
     def forward(
         self, node_feats: torch.Tensor, edge_vectors: torch.Tensor, sender: torch.Tensor
@@ -168,16 +166,22 @@ class EdgeMessage(nn.Module):
     ) -> torch.Tensor:
         """The messages in component-major layout ``[Dm, E, C]`` (rows: the message labels'
         components in order), as :class:`MessageFusion` uses them internally."""
-        E, C = edge_vectors.shape[0], self.channels
+        E, C, N = edge_vectors.shape[0], self.channels, node_feats.shape[0]
         lengths = torch.linalg.norm(edge_vectors, dim=1, keepdim=True)  # [E, 1]
-        y = self.sh(edge_vectors)  # [E, DY]
-        h = self.linear(node_feats).index_select(0, sender)  # [E, C * Dh] (e3nn layout)
-        h = torch.cat([h[:, a:b].reshape(E, C, d) for a, b, d in self._h_slices], dim=-1)
+        y = self.sh(edge_vectors).t().unsqueeze(-1)  # [DY, E, 1]
+        h = self.linear(node_feats).index_select(1, self.h_index).view(N, self.dh, C)
+        h = h.transpose(0, 1).contiguous().index_select(1, sender)  # [Dh, E, C]
         r = self.radial_mlp(self.radial(lengths)).view(E, self.num_paths, C)  # [E, P, C]
-        dt = h.dtype
-        xw = (h @ self.select_b.to(dt)) * (r.transpose(1, 2) @ self.select_p.to(dt))  # [E, C, R]
-        G = (y @ self.B_edge.to(dt)).view(E, self.num_rows, self.dm)  # [E, R, Dm]
-        return torch.bmm(xw, G).permute(2, 0, 1).contiguous()  # [Dm, E, C]
+        r = r.transpose(0, 1)  # [P, E, C]
+        if torch.jit.is_scripting():
+            xw = bilinear_tensor_ops(h, r, self.xw_terms, self.num_rows)  # [R, E, C]
+            return bilinear_tensor_ops(y.expand(-1, -1, C), xw, self.m_terms, self.dm)
+        return self._sparse(h, r, y)  # [Dm, E, C]
+
+    @torch.jit.unused
+    def _sparse(self, h: torch.Tensor, r: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        xw = sparse_bilinear(h, r, self._xw_plan)  # [R, E, C]
+        return sparse_bilinear(y, xw, self._m_plan)  # [Dm, E, C]
 
 
 def _exact_terms(num_messages: int) -> list[tuple[float, tuple[int, ...]]]:

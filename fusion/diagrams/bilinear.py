@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["BilinearPlan", "sparse_bilinear"]
+__all__ = ["BilinearPlan", "bilinear_tensor_ops", "sparse_bilinear"]
 
 
 @dataclass(eq=False)
@@ -38,6 +38,10 @@ class BilinearPlan:
     def from_tensors(cls, i, j, k, coef, dout: int) -> BilinearPlan:
         rows = zip(i.tolist(), j.tolist(), k.tolist(), coef.tolist())
         return cls(tuple((int(a), int(b), int(o), float(c)) for a, b, o, c in rows), int(dout))
+
+    def as_tensor(self) -> torch.Tensor:
+        """``[4, nnz]`` float64 rows ``i, j, k, c`` (for :func:`bilinear_tensor_ops`)."""
+        return torch.tensor(self.terms, dtype=torch.float64).reshape(-1, 4).t().contiguous()
 
     def grad_x(self, da: int) -> BilinearPlan:
         """Plan of ``gx = B(g, y)``: terms ``(k, j) -> i``."""
@@ -58,7 +62,7 @@ class BilinearPlan:
 
 def _contract(x: torch.Tensor, y: torch.Tensor, plan: BilinearPlan) -> torch.Tensor:
     x, y = x.contiguous(), y.contiguous()
-    out = x.new_zeros((plan.dout, *x.shape[1:]))
+    out = x.new_zeros((plan.dout, *torch.broadcast_shapes(x.shape[1:], y.shape[1:])))
     for i, j, k, c in plan.terms:
         out[k].addcmul_(x[i], y[j], value=c)
     return out
@@ -76,14 +80,25 @@ class _SparseBilinearFn(torch.autograd.Function):
         x, y = ctx.saved_tensors
         plan = ctx.plan
         gx = gy = None
-        if ctx.needs_input_grad[0]:
-            gx = sparse_bilinear(g, y, plan.grad_x(x.shape[0]))
+        if ctx.needs_input_grad[0]:  # rows broadcast against y's are summed back
+            gx = sparse_bilinear(g, y, plan.grad_x(x.shape[0])).sum_to_size(x.shape)
         if ctx.needs_input_grad[1]:
-            gy = sparse_bilinear(x, g, plan.grad_y(y.shape[0]))
+            gy = sparse_bilinear(x, g, plan.grad_y(y.shape[0])).sum_to_size(y.shape)
         return gx, gy, None
 
 
 def sparse_bilinear(x: torch.Tensor, y: torch.Tensor, plan: BilinearPlan) -> torch.Tensor:
     """``out[k] = sum over plan terms (i, j, k, c) of c * x[i] * y[j]`` (rows of ``[D, N, C]``
-    tensors; any trailing shape), differentiable to any order."""
+    tensors; any trailing shapes that broadcast, e.g. ``x [D, N, 1]`` against
+    ``y [D', N, C]``), differentiable to any order."""
     return _SparseBilinearFn.apply(x, y, plan)
+
+
+def bilinear_tensor_ops(x: torch.Tensor, y: torch.Tensor, terms: torch.Tensor,
+                        dout: int) -> torch.Tensor:
+    """The same contraction with gather / multiply / scatter tensor ops (TorchScript, and
+    the reference in the tests); ``terms`` from :meth:`BilinearPlan.as_tensor`."""
+    i, j, k = terms[0].long(), terms[1].long(), terms[2].long()
+    prod = x.index_select(0, i) * y.index_select(0, j)  # [nnz, ...]
+    prod = prod * terms[3].to(prod.dtype).view([-1] + [1] * (prod.dim() - 1))
+    return prod.new_zeros([dout] + list(prod.shape[1:])).index_add_(0, k, prod)

@@ -6,12 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fusion.diagrams.bilinear import BilinearPlan, sparse_bilinear
+from fusion.diagrams.bilinear import BilinearPlan, bilinear_tensor_ops, sparse_bilinear
 
 
 def reference(x, y, i, j, k, coef, dout):
-    prod = x.index_select(0, i) * y.index_select(0, j) * coef[:, None, None]
-    return prod.new_zeros(dout, *x.shape[1:]).index_add(0, k, prod)
+    """Gather / multiply / scatter (what TorchScript runs), autograd for the derivatives."""
+    terms = torch.stack([i.double(), j.double(), k.double(), coef])
+    return bilinear_tensor_ops(x, y, terms, dout)
 
 
 def random_plan(da, db, dout, nnz, seed=0):
@@ -61,5 +62,18 @@ def test_gradcheck_and_gradgradcheck(needs):
     plan = BilinearPlan.from_tensors(i, j, k, coef, 2)
     x = torch.randn(3, 2, 2, dtype=torch.float64, requires_grad=needs[0])
     y = torch.randn(4, 2, 2, dtype=torch.float64, requires_grad=needs[1])
+    assert torch.autograd.gradcheck(lambda a, b: sparse_bilinear(a, b, plan), (x, y))
+    assert torch.autograd.gradgradcheck(lambda a, b: sparse_bilinear(a, b, plan), (x, y))
+
+
+def test_broadcast_rows_and_their_gradients():
+    """x rows [N, 1] against y rows [N, C] (e.g. spherical harmonics against channels)."""
+    i, j, k, coef = random_plan(3, 4, 5, 12, seed=5)
+    plan = BilinearPlan.from_tensors(i, j, k, coef, 5)
+    x = torch.randn(3, 7, 1, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(4, 7, 2, dtype=torch.float64, requires_grad=True)
+    out = sparse_bilinear(x, y, plan)
+    ref = reference(x.expand(-1, -1, 2), y, i, j, k, coef, 5)
+    assert out.shape == (5, 7, 2) and (out - ref).abs().max() < 1e-13
     assert torch.autograd.gradcheck(lambda a, b: sparse_bilinear(a, b, plan), (x, y))
     assert torch.autograd.gradgradcheck(lambda a, b: sparse_bilinear(a, b, plan), (x, y))
