@@ -257,6 +257,40 @@ def run_meci(out_dir: str | Path, steps: int = 30, pyramidalise_a: float = 0.15,
     return result
 
 
+def run_pyramidalisation_scan(out_dir: str | Path, torsion_deg: float = 90.0,
+                              shifts_a=(0.0, 0.15, 0.3, 0.45, 0.6),
+                              log: Callable[[str], None] = print) -> list[dict]:
+    """SA-CASSCF energies (no gradients) at the xTB relaxed-scan point ``torsion_deg`` with
+    the second central carbon moved ``shift`` Å along the normal of the plane of its three
+    neighbours (pyramidalisation), orbitals tracked from shift to shift. Writes
+    ``pyramidalisation.json``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    geo = StilbeneGeometry(0)
+    start = geo.builder.geometry(180.0)
+    start = optimise(xtb_force_fn(geo.z, start), geo.z, start, fmax=0.005)
+    angles = np.arange(180.0, torsion_deg - 0.1, -SCAN_STEP_DEG)
+    base = relaxed_scan(geo, start, angles, lambda p: xtb_force_fn(geo.z, p), log=log)[-1]
+    b, c = geo.central
+    d = geo.torsion_atoms[3]
+    normal = np.cross(base[d] - base[c], base[geo.hydrogens[1]] - base[c])
+    normal /= np.linalg.norm(normal)
+    records, mo = [], None
+    for shift in shifts_a:
+        pos = base.copy()
+        pos[c] += shift * normal
+        e, _, info = sa_casscf_labels(geo.z, pos, geo.central, gradients=False, mo_guess=mo)
+        mo = info["mo"]
+        rec = {"shift_a": float(shift), "energies_ev": e.tolist(), "gap_ev": float(e[1] - e[0]),
+               "natocc": info["natocc"].tolist(), "seconds": info["seconds"],
+               **geo.measures(pos), "pos": pos.tolist()}
+        records.append(rec)
+        log(f"pyramidalisation {shift:.2f} A: pyr {rec['pyramidalisation_deg'][1]:.1f} deg, "
+            f"S0 {e[0]:.3f} S1 {e[1]:.3f} gap {e[1] - e[0]:.3f} eV")
+        (out / "pyramidalisation.json").write_text(json.dumps(records, indent=1))
+    return records
+
+
 # ------------------------------------------------------------------- the stilbene-casscf data
 
 CASSCF_FORMAT_VERSION = 1
@@ -375,6 +409,104 @@ def _save_casscf(path: Path, z: np.ndarray, stored: dict, settings: dict, save) 
     }, CASSCF_FORMAT_VERSION)
 
 
+def merge_casscf_shards(shard_paths, out_path: str | Path) -> Path:
+    """Merge shard caches of :func:`generate_casscf_frames` (same settings; a frame index in
+    several shards must hold the same numbers) into ``out_path``, frames in index order."""
+    from fusion.data.cache import load_npz_checked, save_npz_atomic
+
+    stored: dict[int, dict] = {}
+    settings = z = None
+    for path in shard_paths:
+        d = load_npz_checked(path, CASSCF_FORMAT_VERSION, ("index", "kind", "settings", "z"))
+        s = json.loads(str(d["settings"]))
+        if settings is None:
+            settings, z = s, d["z"]
+        elif s != settings:
+            raise ValueError(f"{path}: other settings than the first shard ({s} vs {settings})")
+        for k, i in enumerate(d["index"].tolist()):
+            frame = {key: d[key][k] for key in ("pos", "energies", "forces", "torsion", "kind")}
+            if i in stored and not np.allclose(stored[i]["energies"], frame["energies"]):
+                raise ValueError(f"{path}: frame {i} differs from the same frame in another shard")
+            stored[int(i)] = frame
+    if settings is None:
+        raise ValueError("no shard caches given")
+    _save_casscf(Path(out_path), z, stored, settings, save_npz_atomic)
+    return Path(out_path)
+
+
+# ------------------------------------------------------------------------ registered dataset
+
+CASSCF_KEY = "stilbene-casscf"
+CASSCF_SHIPPED = Path(__file__).parent / "files" / "stilbene-casscf.npz"
+
+
+def _casscf_cache_path(cache_dir: str | Path = "resources") -> Path:
+    from fusion.data.registry import family_cache_path
+
+    return family_cache_path(CASSCF_KEY, cache_dir)
+
+
+def prepare_casscf(cache_dir: str | Path = "resources") -> Path:
+    """Copy the shipped ``stilbene-casscf`` frames into the cache (they are not recomputed
+    here: about 2–6 CPU-min a frame; see :func:`generate_casscf_frames`)."""
+    import os
+    import shutil
+
+    path = _casscf_cache_path(cache_dir)
+    if not CASSCF_SHIPPED.exists():
+        raise FileNotFoundError(f"the shipped frames {CASSCF_SHIPPED} are missing (a broken "
+                                "install?); regenerate them with fusion.data.stilbene_casscf."
+                                "generate_casscf_frames")
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".copy.npz")
+        shutil.copyfile(CASSCF_SHIPPED, tmp)
+        os.replace(tmp, path)
+    return path
+
+
+def load_casscf_dataset(cache_dir: str | Path = "resources", n_train: int | None = None,
+                        n_val: int | None = None, n_test: int | None = None, seed: int = 0):
+    """``stilbene-casscf`` as ``(Structures, splits)`` (S0/S1, as ``stilbene-tddft``)."""
+    from fusion.data.stilbene import SPLIT_SEED, frames_structures, load_stilbene
+    from fusion.data.xtb_md import frame_split
+
+    path = _casscf_cache_path(cache_dir)
+    if not path.exists():
+        prepare_casscf(cache_dir)
+    frames = load_stilbene(path)
+    return frames_structures(frames, CASSCF_KEY), frame_split(len(frames), n_train, n_val,
+                                                              n_test, SPLIT_SEED)
+
+
+def _register() -> None:
+    from fusion.data.registry import DatasetFamily, DatasetSpec, register, register_family
+
+    register_family(DatasetFamily(CASSCF_KEY, _casscf_cache_path, prepare_casscf))
+    register(DatasetSpec(
+        key=CASSCF_KEY, loader=load_casscf_dataset, family=CASSCF_KEY,
+        card={
+            "name": "stilbene S0/S1 at SA2-CASSCF(2,2)/STO-3G (multireference stand-in)",
+            "source": "generated: GFN2-xTB continuous relaxed torsion scan (180..0 deg) and "
+                      "classical 300 K normal-mode samples around the GFN2-xTB cis and trans "
+                      "minima; pyscf density-fitted SA2-CASSCF(2,2)/STO-3G S0 and S1 energies "
+                      "and analytic state-specific forces; shipped with the package",
+            "license": "generated here (no third-party data)",
+            "offline": True,
+            "smiles": STILBENE_SMILES,
+            "states": ["S0", "S1"],
+            "units": "energies eV (total, per state; reported meV), forces eV/Å "
+                     "(reported meV/Å), torsion degrees",
+            "report_unit": "meV",
+            "split": "RandomState(0) permutation of the frames: train first, val next, "
+                     "test from the end; default 60/10/30 %",
+        },
+    ))
+
+
+_register()
+
+
 def _now() -> str:
     return time.strftime("%H:%M:%S")
 
@@ -391,6 +523,8 @@ if __name__ == "__main__":  # pragma: no cover - manual runs, see docs/stilbene.
         run_validation(sys.argv[2], log=_log)
     elif what == "meci":
         run_meci(sys.argv[2], steps=int(sys.argv[3]), log=_log)
+    elif what == "pyramidalise":
+        run_pyramidalisation_scan(sys.argv[2], log=_log)
     elif what == "frames":  # frames N CACHE [i,j,k]
         shard = [int(i) for i in sys.argv[4].split(",")] if len(sys.argv) > 4 else None
         generate_casscf_frames(int(sys.argv[2]), sys.argv[3], indices=shard, log=_log)
