@@ -24,6 +24,7 @@ from torch import nn
 
 from fusion._mace_first import mace_modules as modules
 from fusion.blocks.conv import install_fusion_conv
+from fusion.models.ordered_states import ordered_energies
 from fusion.models.registry import ModelStats, register
 
 # The defaults of mace_run_train (mace-torch 0.3.16), so an empty config means "as MACE".
@@ -101,6 +102,7 @@ def check_baseline_hparams(hparams: dict) -> None:
     """What :func:`build_mace_baseline` refuses, without building (config-time check)."""
     hparams = dict(hparams)
     pop_n_states(hparams)
+    pop_ordered_states(hparams)
     enable_cueq = hparams.pop("enable_cueq", False)
     if not isinstance(enable_cueq, bool):
         raise ValueError(
@@ -181,6 +183,18 @@ def pop_n_states(hparams: dict, stats: ModelStats | None = None) -> int:
     return n_states
 
 
+def pop_ordered_states(hparams: dict) -> bool:
+    """Remove and check ``hparams["ordered_states"]`` (default true): with more than one
+    state, predict ``E_k = E_{k-1} + softplus gap`` (``fusion.models.ordered_states``), so
+    S1 never falls below S0; false: free heads, one energy per state."""
+    ordered = hparams.pop("ordered_states", True)
+    if not isinstance(ordered, bool):
+        raise ValueError(
+            f"MACE hyperparameter ordered_states must be true or false, got {ordered!r}"
+        )
+    return ordered
+
+
 def _fresh_copy(readout: nn.Module) -> nn.Module:
     """``readout`` with newly drawn weights, initialised as e3nn's Linear (weights N(0, 1),
     biases 0), so the heads of different states do not start identical."""
@@ -205,8 +219,9 @@ class MaceStates(nn.Module):
     ``-dE_s/dx`` for every state, one backward pass each).
     """
 
-    def __init__(self, mace_model: nn.Module, n_states: int):
+    def __init__(self, mace_model: nn.Module, n_states: int, ordered: bool = True):
         super().__init__()
+        self.ordered = bool(ordered)
         for name in ("pair_repulsion", "joint_embedding"):
             if hasattr(mace_model, name):
                 raise ValueError(f"MaceStates does not support mace's {name}")
@@ -239,12 +254,14 @@ class MaceStates(nn.Module):
                                for readouts in self.heads()], dim=-1)  # [A, S]
         inter_e = scatter_sum(node_es, graph, dim=0, dim_size=ctx.num_graphs)  # [B, S]
         energy = e0.to(ctx.vectors.dtype) + inter_e  # [B, S]
+        if self.ordered:  # E_k = E_{k-1} + softplus(raw gap): states never cross
+            energy = ordered_energies(energy)
         forces = None
         if compute_forces:
             grads = []
             for s in range(self.n_states):
                 (g,) = torch.autograd.grad(
-                    inter_e[:, s].sum(), ctx.positions, create_graph=self.training,
+                    energy[:, s].sum(), ctx.positions, create_graph=self.training,
                     retain_graph=self.training or s < self.n_states - 1, allow_unused=True)
                 grads.append(torch.zeros_like(ctx.positions) if g is None else -g)
             forces = torch.stack(grads, dim=1)  # [A, S, 3]
@@ -292,9 +309,12 @@ def node_interaction_energy(m: nn.Module, readouts: nn.ModuleList, feats: list[t
     return m.scale_shift(torch.stack(per_layer).sum(0), node_heads)
 
 
-def energy_model(mace_model: nn.Module, n_states: int) -> nn.Module:
-    """The suite's model around a mace-torch module: one state or :class:`MaceStates`."""
-    return MaceEnergyModel(mace_model) if n_states == 1 else MaceStates(mace_model, n_states)
+def energy_model(mace_model: nn.Module, n_states: int, ordered: bool = True) -> nn.Module:
+    """The suite's model around a mace-torch module: one state or :class:`MaceStates`
+    (``ordered``: states ordered by construction, see :func:`pop_ordered_states`)."""
+    if n_states == 1:
+        return MaceEnergyModel(mace_model)
+    return MaceStates(mace_model, n_states, ordered)
 
 
 CUEQ_PACKAGES = ("cuequivariance", "cuequivariance_torch")
@@ -344,6 +364,7 @@ def build_mace_baseline(hparams: dict, stats: ModelStats) -> nn.Module:
     """
     hparams = dict(hparams)
     n_states = pop_n_states(hparams, stats)
+    ordered = pop_ordered_states(hparams)
     enable_cueq = hparams.pop("enable_cueq", False)
     if not isinstance(enable_cueq, bool):
         raise ValueError(
@@ -358,4 +379,4 @@ def build_mace_baseline(hparams: dict, stats: ModelStats) -> nn.Module:
     mace_model = build_mace_module(hp, stats)
     if enable_cueq:
         mace_model = convert_to_cueq(mace_model)
-    return energy_model(mace_model, n_states)
+    return energy_model(mace_model, n_states, ordered)

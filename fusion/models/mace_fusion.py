@@ -59,6 +59,7 @@ from fusion.models.mace import (
     mace_node_features,
     node_interaction_energy,
     pop_n_states,
+    pop_ordered_states,
 )
 from fusion.models.registry import ModelStats, count_parameters, register
 
@@ -102,6 +103,8 @@ FUSION_DEFAULTS: dict = {
     # Electronic states, one readout stack each on the shared trunk (see mace.MaceStates);
     # None: as many as the dataset labels.
     "n_states": None,
+    # With several states: E_k = E_{k-1} + softplus gap (mace.pop_ordered_states).
+    "ordered_states": True,
 }
 
 # Extra keys of mace/fusion-3body: the 3-body FusionBlock of every layer.
@@ -159,6 +162,7 @@ def split_hparams(variant: str, hparams: dict, stats: ModelStats | None = None
     mace_hp = mace_hparams({k: v for k, v in hparams.items() if k in MACE_DEFAULTS})
     fhp = {**fdefaults, **{k: v for k, v in hparams.items() if k in fdefaults}}
     fhp["n_states"] = pop_n_states({"n_states": fhp["n_states"]}, stats)
+    fhp["ordered_states"] = pop_ordered_states({"ordered_states": fhp["ordered_states"]})
     if fhp["n_states"] > 1 and VARIANTS[variant].three_body:
         raise ValueError(f"mace/{variant} supports one electronic state only (n_states: 1)")
     C = fhp["fusion_num_channels"]
@@ -395,6 +399,7 @@ def param_count(variant: str, hparams: dict, stats: ModelStats, num_channels: in
     if variant == "baseline":
         hparams = dict(hparams)
         fhp = {"n_states": pop_n_states(hparams, stats)}
+        pop_ordered_states(hparams)  # no parameters
         return _count("baseline", mace_hparams(hparams), fhp, stats, int(num_channels))
     mace_hp, fhp = split_hparams(variant, hparams, stats)
     return _count(variant, mace_hp, fhp, stats, int(num_channels))
@@ -519,7 +524,7 @@ def _build(variant: str, mace_hp: dict, fhp: dict, stats: ModelStats, C: int) ->
         return MaceFusion3Body(
             mace, _three_body_blocks({**mace_hp, "num_channels": C}, fhp, stats, C)
         )
-    return energy_model(mace, fhp["n_states"])
+    return energy_model(mace, fhp["n_states"], fhp["ordered_states"])
 
 
 def build_variant(variant: str, hparams: dict, stats: ModelStats) -> nn.Module:

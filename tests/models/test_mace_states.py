@@ -132,3 +132,33 @@ def test_bad_n_states_and_unsupported_combinations():
     with pytest.raises(ValueError, match="atomic energies for 2 states, but the model has "
                                          "n_states=3"):
         build_model("mace", "baseline", {**SMALL, "n_states": 3}, STATS2)
+
+
+def test_states_are_ordered_by_construction_unless_switched_off():
+    """S1's composition energies far below S0's: free heads predict S1 < S0, ordered heads
+    (the default) E1 = E0 + softplus(raw gap) >= E0, with forces still -dE/dx."""
+    e0 = E0.copy()
+    e0[1] = E0[0] - 3.0  # S1 three eV per atom below S0
+    inverted = ModelStats(elements=(1, 6, 8), atomic_energies=e0, avg_num_neighbors=3.0)
+    torch.manual_seed(4)
+    ordered = build_model("mace", "baseline", {**SMALL, "n_states": 2}, inverted).eval()
+    torch.manual_seed(4)
+    free = build_model("mace", "baseline", {**SMALL, "n_states": 2, "ordered_states": False},
+                       inverted).eval()
+    assert ordered.ordered and not free.ordered
+    batch = make_batch()
+    e_free, _ = run(free, batch, forces=False)
+    e_ord, f_ord = run(ordered, batch)
+    assert (e_free[:, 1] < e_free[:, 0]).all()
+    assert (e_ord[:, 1] >= e_ord[:, 0]).all()
+    torch.testing.assert_close(e_ord[:, 0], e_free[:, 0], rtol=0, atol=1e-10)
+    h = 1e-5
+    b = {k: v.clone() for k, v in batch.items()}
+    b["positions"][1, 0] += h
+    up = run(ordered, b, forces=False)[0]
+    b["positions"][1, 0] -= 2 * h
+    down = run(ordered, b, forces=False)[0]
+    torch.testing.assert_close(f_ord[1, :, 0], -(up - down)[0] / (2 * h), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="ordered_states must be true or false"):
+        build_model("mace", "baseline", {**SMALL, "n_states": 2, "ordered_states": "yes"},
+                    inverted)
