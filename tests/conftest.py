@@ -19,6 +19,16 @@ import fusion._mace_first  # noqa: E402, F401
 torch.set_num_threads(1)
 
 
+@pytest.fixture
+def float64_default():
+    """torch's default dtype float64 for the test (restored after); model and block tests
+    check equivariance and exactness to 1e-10 and below."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
 @pytest.fixture(scope="session")
 def toy():
     """tests/train/toy_problem.py (loaded by path): toy model, synthetic batches, ``run()``.

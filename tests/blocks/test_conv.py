@@ -19,12 +19,7 @@ from fusion.models.registry import ModelStats, build_model
 from tests.models.test_mace_fusion import make_batch
 
 
-@pytest.fixture(autouse=True)
-def float64_default():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64_default")
 
 
 def mace_conv_tp(node_irreps: str, max_ell: int):

@@ -1,12 +1,8 @@
 """Model tests run in float64 (equivariance to 1e-10); torch's default is restored after."""
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def float64_default():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
+def _models_in_float64(float64_default):
     yield
-    torch.set_default_dtype(old)
