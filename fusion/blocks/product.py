@@ -30,6 +30,8 @@ import fusion._mace_first  # noqa: F401  (mace before e3nn)
 
 # isort: split
 
+import contextlib
+import contextvars
 import warnings
 from functools import lru_cache
 
@@ -40,7 +42,8 @@ from torch import nn
 
 from fusion.diagrams.symmetric import KernelLayout, SymmetricBasis, coupling_irreps
 
-__all__ = ["FusionProduct", "fold_kernel", "kernel_plan", "symmetric_product"]
+__all__ = ["FusionProduct", "fold_kernel", "kernel_plan", "second_order_pass",
+           "symmetric_product"]
 
 
 # --------------------------------------------------------------------------------------
@@ -331,6 +334,26 @@ CPU_NODE_CHUNK = 512
 CPU_TILE_BYTES = 3 << 20
 
 
+_SECOND_ORDER = contextvars.ContextVar("fusion_product_second_order", default=False)
+
+
+@contextlib.contextmanager
+def second_order_pass(enabled: bool = True):
+    """Within: FusionProduct evaluates with differentiable ops from the start.
+
+    Training on forces differentiates the product twice (forces with ``create_graph``, then
+    the parameter gradients). The fast kernel's backward then re-runs the product with
+    differentiable ops anyway, so running those ops in the forward saves the fast forward
+    and the re-run (about a quarter of the product's time in a training step on forces).
+    The models enter this when they compute forces in training mode; the numbers are the
+    same either way (tested)."""
+    token = _SECOND_ORDER.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _SECOND_ORDER.reset(token)
+
+
 # --------------------------------------------------------------------------------------
 # Module
 # --------------------------------------------------------------------------------------
@@ -516,8 +539,10 @@ class FusionProduct(nn.Module):
     def _contract_fast(
         self, A: torch.Tensor, Ks: list[torch.Tensor], counts: list[int]
     ) -> torch.Tensor:
+        # inside second_order_pass: the differentiable-ops kernel from the start
         return symmetric_product(
-            A, Ks, counts, self._plan(), self.channel_chunk, self.node_chunk, fast=True
+            A, Ks, counts, self._plan(), self.channel_chunk, self.node_chunk,
+            fast=not _SECOND_ORDER.get(),
         )
 
     def forward(

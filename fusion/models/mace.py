@@ -24,6 +24,7 @@ from torch import nn
 
 from fusion._mace_first import mace_modules as modules
 from fusion.blocks.conv import install_fusion_conv
+from fusion.blocks.product import second_order_pass
 from fusion.models.ordered_states import ordered_energies
 from fusion.models.registry import ModelStats, register
 
@@ -158,7 +159,8 @@ class MaceEnergyModel(nn.Module):
         self.mace = mace_model
 
     def forward(self, batch: dict[str, torch.Tensor], compute_forces: bool = False) -> dict:
-        out = self.mace(batch, training=self.training, compute_force=compute_forces)
+        with second_order_pass(compute_forces and self.training):
+            out = self.mace(batch, training=self.training, compute_force=compute_forces)
         return {
             "energy": out["energy"],  # [B], eV
             "forces": out["forces"] if compute_forces else None,  # [A, 3], eV/Å
@@ -242,9 +244,14 @@ class MaceStates(nn.Module):
         return [self.mace.readouts, *self.extra_heads]
 
     def forward(self, batch: dict[str, torch.Tensor], compute_forces: bool = False) -> dict:
+        m = self.mace
+        with second_order_pass(compute_forces and self.training):
+            return self._forward(m, batch, compute_forces)
+
+    def _forward(self, m: nn.Module, batch: dict[str, torch.Tensor], compute_forces: bool
+                 ) -> dict:
         from mace.tools.scatter import scatter_sum
 
-        m = self.mace
         ctx, feats = mace_node_features(m, batch)
         node_attrs, graph = batch["node_attrs"], batch["batch"]
         e0 = scatter_sum(node_attrs @ self.state_e0.T.to(node_attrs.dtype), graph, dim=0,

@@ -44,6 +44,7 @@ from torch import nn
 
 from fusion.blocks.fusion_block import FusionBlock
 from fusion.blocks.mace_compat import replace_products
+from fusion.blocks.product import second_order_pass
 from fusion.models.mace import (
     MACE_DEFAULTS,
     build_mace_module,
@@ -270,6 +271,10 @@ class MaceFusion3Body(nn.Module):
         self.extra = extra
 
     def forward(self, batch: dict[str, torch.Tensor], compute_forces: bool = False) -> dict:
+        with second_order_pass(compute_forces and self.training):
+            return self._forward(batch, compute_forces)
+
+    def _forward(self, batch: dict[str, torch.Tensor], compute_forces: bool) -> dict:
         m = self.mace
         ctx, feats = mace_node_features(m, batch, self.extra)
         node_heads = ctx.node_heads.to(torch.int64)

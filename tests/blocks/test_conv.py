@@ -18,7 +18,6 @@ from fusion.diagrams.paths import FusionDiagram
 from fusion.models.registry import ModelStats, build_model
 from tests.models.test_mace_fusion import make_batch
 
-
 pytestmark = pytest.mark.usefixtures("float64_default")
 
 

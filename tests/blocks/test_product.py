@@ -175,6 +175,28 @@ def test_double_backward_module():
         torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
 
 
+def test_second_order_pass_gives_the_same_numbers():
+    """Inside second_order_pass (what the models enter when training on forces) the module
+    runs its differentiable-ops kernel from the start: same outputs, forces and second
+    derivatives as the fast kernel's fallback."""
+    from fusion.blocks.product import second_order_pass
+
+    torch.manual_seed(0)
+    C, E = 2, 2
+    fp = FusionProduct(_irreps(C, IRS), _irreps(C, "0e+1o"), 3, num_elements=E).to(F64)
+    x, _, attrs = _inputs(9, C, E, fp.irreps_out.dim, seed=2)
+    results = []
+    for enabled in (False, True):
+        xx = x.clone().requires_grad_()
+        with second_order_pass(enabled):
+            out = fp(xx, None, attrs)
+        (f,) = torch.autograd.grad(out[:, :C].pow(2).sum(), xx, create_graph=True)
+        results.append((out.detach(), f.detach(),
+                        torch.autograd.grad(f.pow(2).sum(), [fp.weight])[0]))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+
+
 def test_gradcheck_module_float64():
     torch.manual_seed(0)
     C, E = 2, 2
