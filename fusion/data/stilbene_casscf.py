@@ -180,7 +180,7 @@ def penalty_meci(geo: StilbeneGeometry, pos: np.ndarray, steps: int = 20,
             record = {"step": state["n"], "energies_ev": e.tolist(), "gap_ev": gap,
                       "penalty_ev": float(value), "natocc": info["natocc"].tolist(),
                       "seconds": info["seconds"], **geo.measures(x),
-                      "pos": x.tolist()}
+                      "pos": x.tolist(), "forces_ev_a": f.tolist()}
             state["n"] += 1
             state["last"] = record
             if log_path is not None:
@@ -225,7 +225,7 @@ def run_validation(out_dir: str | Path, scan_step_deg: float = 15.0,
         e, _, info = sa_casscf_labels(geo.z, pos, geo.central, gradients=False, mo_guess=mo)
         mo = info["mo"]
         fresh = e
-        if round(angle) % 45 == 0:  # the same point from RHF HOMO/LUMO, without tracking
+        if round(angle) % 90 == 0:  # the same point from RHF HOMO/LUMO, without tracking
             fresh, _, _ = sa_casscf_labels(geo.z, pos, geo.central, gradients=False)
         rec = {"angle_deg": float(angle), "energies_ev": e.tolist(), "gap_ev": float(e[1] - e[0]),
                "fresh_energies_ev": fresh.tolist(), "natocc": info["natocc"].tolist(),
