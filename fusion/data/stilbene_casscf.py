@@ -311,6 +311,12 @@ SCAN_STEP_DEG = 15.0  # the scan itself steps 15 degrees (every other point is a
 THERMAL_MIN_CM = 100.0  # normal modes below this: velocity only (not used for frames)
 
 
+def _casscf_settings(seed: int) -> dict:
+    return {"method": "SA2-CASSCF(2,2)", "basis": "sto-3g", "density_fit": True,
+            "seed": int(seed), "temperature_k": 300.0, "geometry": "gfn2-xtb",
+            "format_version": CASSCF_FORMAT_VERSION}
+
+
 class CasscfPlan:
     """The geometries of the ``stilbene-casscf`` frames (deterministic in ``seed``).
 
@@ -369,9 +375,7 @@ def generate_casscf_frames(n_frames: int, cache_path: str | Path, seed: int = 0,
     from fusion.data.cache import load_npz_checked, save_npz_atomic
 
     cache_path = Path(cache_path)
-    settings = {"method": "SA2-CASSCF(2,2)", "basis": "sto-3g", "density_fit": True,
-                "seed": int(seed), "temperature_k": 300.0, "geometry": "gfn2-xtb",
-                "format_version": CASSCF_FORMAT_VERSION}
+    settings = _casscf_settings(seed)
     wanted = list(range(n_frames)) if indices is None else sorted(set(indices))
     stored: dict[int, dict] = {}
     if cache_path.exists():
@@ -443,6 +447,30 @@ def merge_casscf_shards(shard_paths, out_path: str | Path) -> Path:
     if settings is None:
         raise ValueError("no shard caches given")
     _save_casscf(Path(out_path), z, stored, settings, save_npz_atomic)
+    return Path(out_path)
+
+
+MECI_INDEX_OFFSET = 1000  # frame index of evaluation k of the crossing search: 1000 + k
+
+
+def meci_frames_shard(meci_jsonl: str | Path, out_path: str | Path, seed: int = 0,
+                      every: int = 1) -> Path:
+    """A shard cache (same settings as :func:`generate_casscf_frames`) holding every
+    ``every``-th evaluation of the penalty-function crossing search in ``meci_jsonl``
+    (positions, both energies and forces as computed there), frame index
+    ``MECI_INDEX_OFFSET + step``, kind ``meci``."""
+    from fusion.data.cache import save_npz_atomic
+
+    records = [json.loads(line) for line in Path(meci_jsonl).read_text().splitlines()]
+    records = [r for r in records if "forces_ev_a" in r][::every]
+    if not records:
+        raise ValueError(f"{meci_jsonl} holds no evaluation with forces")
+    geo = StilbeneGeometry(seed)
+    stored = {MECI_INDEX_OFFSET + int(r["step"]): {
+        "pos": np.asarray(r["pos"]), "energies": np.asarray(r["energies_ev"]),
+        "forces": np.asarray(r["forces_ev_a"]), "torsion": float(r["torsion_deg"]),
+        "kind": "meci"} for r in records}
+    _save_casscf(Path(out_path), geo.z, stored, _casscf_settings(seed), save_npz_atomic)
     return Path(out_path)
 
 

@@ -121,3 +121,26 @@ def test_shipped_frames_are_casscf_labels():
         e_minus, _, _ = sc.sa_casscf_labels(frames.z, pos - h * d, geo.central, gradients=False)
         slope = -(e_plus[state] - e_minus[state]) / (2 * h)  # eV/Å, = |F| if F = -dE/dx
         assert slope == pytest.approx(np.linalg.norm(forces[state]), rel=2e-3)
+
+
+def test_crossing_search_evaluations_become_frames(tmp_path):
+    import json
+
+    from fusion.data.cache import load_npz_checked
+
+    geo = sc.StilbeneGeometry(0)
+    pos = geo.builder.geometry(90.0)
+    records = [{"step": k, "pos": (pos + 0.01 * k).tolist(), "energies_ev": [-1.0, 2.0 - k],
+                "forces_ev_a": np.full((2, 26, 3), float(k)).tolist(), "torsion_deg": 90.0}
+               for k in range(3)]
+    path = tmp_path / "meci.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    shard = sc.meci_frames_shard(path, tmp_path / "meci.npz", every=2)
+    frames = st.load_stilbene(shard)
+    raw = load_npz_checked(shard, sc.CASSCF_FORMAT_VERSION, ("index", "kind"))
+    assert raw["index"].tolist() == [1000, 1002] and raw["kind"].tolist() == ["meci", "meci"]
+    np.testing.assert_allclose(frames.energies[1], [-1.0, 0.0])
+    np.testing.assert_allclose(frames.forces[1], 2.0)
+    path.write_text(json.dumps({"step": 0, "pos": pos.tolist()}) + "\n")
+    with pytest.raises(ValueError, match="no evaluation with forces"):
+        sc.meci_frames_shard(path, tmp_path / "none.npz")
