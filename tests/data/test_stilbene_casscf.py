@@ -108,8 +108,15 @@ def test_shipped_frames_are_casscf_labels():
     assert frames.z.tolist().count(6) == 14 and frames.z.tolist().count(1) == 12
     assert frames.settings["method"] == "SA2-CASSCF(2,2)"
     assert np.all(frames.energies[:, 1] > frames.energies[:, 0])
+    from fusion.data.cache import load_npz_checked
+
+    raw = load_npz_checked(sc.CASSCF_SHIPPED, sc.CASSCF_FORMAT_VERSION, ("index", "kind"))
+    kinds = raw["kind"].tolist()
+    assert set(kinds) <= {"scan", "trans", "cis", "meci"} and len(kinds) == len(frames)
+    assert raw["index"].tolist() == sorted(raw["index"].tolist())
     geo = sc.StilbeneGeometry(0)
-    i = len(frames) - 1  # the last frame: a thermal sample
+    # the last thermal sample (crossing-search frames were computed with tracked orbitals)
+    i = max(k for k, kind in enumerate(kinds) if kind in ("trans", "cis"))
     pos, forces = frames.pos[i], frames.forces[i]
     e, _, _ = sc.sa_casscf_labels(frames.z, pos, geo.central, gradients=False)
     np.testing.assert_allclose(e, frames.energies[i], atol=1e-5)  # eV
@@ -144,3 +151,16 @@ def test_crossing_search_evaluations_become_frames(tmp_path):
     path.write_text(json.dumps({"step": 0, "pos": pos.tolist()}) + "\n")
     with pytest.raises(ValueError, match="no evaluation with forces"):
         sc.meci_frames_shard(path, tmp_path / "none.npz")
+
+
+def test_registered_dataset_is_the_shipped_frames(tmp_path):
+    from fusion.data.registry import dataset_card, get_dataset
+
+    if not sc.CASSCF_SHIPPED.exists():
+        pytest.skip("stilbene-casscf.npz not shipped")
+    frames = st.load_stilbene(sc.CASSCF_SHIPPED)
+    structures, splits = get_dataset("stilbene-casscf", cache_dir=tmp_path)
+    assert structures.y.shape == (len(frames), 2) and structures.meta["states"] == ["S0", "S1"]
+    np.testing.assert_allclose(structures.y, frames.energies)
+    assert sum(len(v) for v in splits.values()) == len(frames)
+    assert "SA2-CASSCF(2,2)" in dataset_card("stilbene-casscf")["name"]
