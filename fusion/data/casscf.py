@@ -35,6 +35,8 @@ import time
 
 import numpy as np
 
+from fusion.data.stilbene import converged_scf
+
 __all__ = [
     "ACTIVE_WINDOW",
     "sa_casscf_labels",
@@ -96,13 +98,7 @@ def sa_casscf_labels(z: np.ndarray, pos: np.ndarray, central_atoms: tuple[int, i
     mf = scf.RHF(mol)
     if density_fit:
         mf = mf.density_fit()
-    mf.conv_tol = conv_tol
-    mf.kernel()
-    if not mf.converged:
-        mf = mf.newton()
-        mf.kernel()
-    if not mf.converged:
-        raise RuntimeError(f"RHF/{basis} did not converge")
+    mf = converged_scf(mf, conv_tol, f"RHF/{basis}")
     mc = mcscf.CASSCF(mf, 2, 2)
     mc.fcisolver = fci.direct_spin0.FCI(mol)
     mc.conv_tol = conv_tol

@@ -237,6 +237,19 @@ class TorsionGeometryBuilder:
 # ------------------------------------------------------------------ electronic structure
 
 
+def converged_scf(mf, conv_tol: float, what: str):
+    """Run pyscf mean field ``mf`` to ``conv_tol``; second-order (``newton``) if the DIIS
+    run does not converge; ``RuntimeError`` naming ``what`` if that fails too."""
+    mf.conv_tol = conv_tol
+    mf.kernel()
+    if not mf.converged:
+        mf = mf.newton()
+        mf.kernel()
+    if not mf.converged:
+        raise RuntimeError(f"{what} did not converge")
+    return mf
+
+
 def excited_state_labels(z: np.ndarray, pos: np.ndarray, basis: str = "sto-3g",
                          method: str = "hf", conv_tol: float = 1e-9
                          ) -> tuple[np.ndarray, np.ndarray]:
@@ -254,13 +267,7 @@ def excited_state_labels(z: np.ndarray, pos: np.ndarray, basis: str = "sto-3g",
     else:
         mf = dft.RKS(mol)
         mf.xc = method
-    mf.conv_tol = conv_tol
-    mf.kernel()
-    if not mf.converged:
-        mf = mf.newton()
-        mf.kernel()
-    if not mf.converged:
-        raise RuntimeError(f"SCF ({method}/{basis}) did not converge")
+    mf = converged_scf(mf, conv_tol, f"SCF ({method}/{basis})")
     td = tdscf.TDA(mf)
     td.nstates = 2
     td.kernel()
