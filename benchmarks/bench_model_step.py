@@ -245,8 +245,10 @@ def _module_labels(model) -> dict:
     return labels
 
 
-def _label_forward(model) -> None:
-    for module, label in _module_labels(model).items():
+def _label_forward(model) -> set[str]:
+    """Wrap the labelled modules' forwards in ``record_function`` scopes; returns the labels."""
+    labelled_modules = _module_labels(model)
+    for module, label in labelled_modules.items():
         for method in ("forward", "components"):  # EdgeMessage.components: 3-body fast path
             if not hasattr(module, method):
                 continue
@@ -257,17 +259,13 @@ def _label_forward(model) -> None:
                     return _f(*a, **k)
 
             setattr(module, method, labelled)
+    return set(labelled_modules.values())
 
 
-def attribute(events) -> dict[tuple[str, str], float]:
-    """(label, phase) -> self CPU ms. Phase: "forward" or "backward" (forces + params)."""
-    by_id = {}
+def attribute(events, labels: set[str]) -> dict[tuple[str, str], float]:
+    """(label, phase) -> self CPU ms, for the ``record_function`` scopes named in ``labels``
+    (everything else: "other"). Phase: "forward" or "backward" (forces + params)."""
     forward_of_seq = {}
-    for e in events:
-        by_id[id(e)] = e
-    labels = {"interaction TP + scatter", "interaction radial MLP", "product", "readout",
-              "interaction linears, skip, scatter", "edge embedding (sh, radial basis)",
-              "3-body messages (EdgeMessage)", "3-body tree (MessageFusion)", "optimizer"}
     cache: dict[int, tuple[str, bool]] = {}
 
     def scope(e) -> tuple[str, bool]:
@@ -309,7 +307,7 @@ def breakdown(args) -> list[dict]:
         batch = batch_of(molecule, n_frames, elements, torch.float32)
         for name in args.models:
             model, _ = build(name, torch.float32, elements, hparams)
-            _label_forward(model)
+            labels = _label_forward(model) | {"optimizer"}
             run = runner(model, batch, task)
             for _ in range(2):
                 run()
@@ -317,7 +315,7 @@ def breakdown(args) -> list[dict]:
             with profile(activities=[ProfilerActivity.CPU]) as prof:
                 for _ in range(n):
                     run()
-            totals = attribute(prof.events())
+            totals = attribute(prof.events(), labels)
             for (label, phase), ms in sorted(totals.items()):
                 rows.append({"task": task, "model": name, "part": label, "phase": phase,
                              "ms_per_step": round(ms / n, 2)})

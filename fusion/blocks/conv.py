@@ -113,8 +113,9 @@ class FusionConv(nn.Module):
         eye_i, eye_p = torch.eye(I, dtype=dtype), torch.eye(self.n_paths, dtype=dtype)
         self.register_buffer("select_i", eye_i[:, rows_i].contiguous(), persistent=False)
         self.register_buffer("select_p", eye_p[:, rows_p].contiguous(), persistent=False)
-        self._out_blocks = [(instructions[p].i_out, q_off[p], q_off[p + 1])
-                            for p in range(self.n_paths)]
+        # output columns (q0, q1) of each path, in e3nn's output order
+        self._out_blocks = [(q_off[p], q_off[p + 1]) for p in
+                            sorted(range(self.n_paths), key=lambda p: instructions[p].i_out)]
         B = self._probe(tp, C, I, J, Q, comp_off, q_off, instructions)  # [J, I, Q]
         # Block-diagonal in the paths: row r only feeds path p(r)'s outputs.
         q_path = torch.repeat_interleave(torch.arange(self.n_paths), torch.tensor(out_dims))
@@ -172,7 +173,7 @@ class FusionConv(nn.Module):
 
     def forward(self, node_feats: torch.Tensor, edge_attrs: torch.Tensor,
                 weights: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-        C, R, J, Q = self._dims
+        C, R, _, Q = self._dims
         N, E = node_feats.shape[0], edge_attrs.shape[0]
         x = self.channels_last(node_feats).index_select(0, edge_index[0])  # [E, C, I]
         w = weights.reshape(E, self.n_paths, C).transpose(1, 2)  # [E, C, P]
@@ -180,10 +181,8 @@ class FusionConv(nn.Module):
         G = (edge_attrs @ self.B.to(edge_attrs.dtype)).view(E, R, Q)  # [E, R, Q]
         T = torch.bmm(xw, G)  # [E, C, Q]
         M = T.new_zeros(N, C, Q).index_add(0, edge_index[1], T)  # [N, C, Q]
-        blocks = [M] * self.n_paths
-        for i_out, q0, q1 in self._out_blocks:
-            blocks[i_out] = M[:, :, q0:q1].reshape(N, -1)
-        return torch.cat(blocks, dim=-1)  # [N, irreps_out.dim]
+        return torch.cat([M[:, :, q0:q1].reshape(N, -1) for q0, q1 in self._out_blocks],
+                         dim=-1)  # [N, irreps_out.dim]
 
 
 def install_fusion_conv(model: nn.Module) -> int:

@@ -190,14 +190,16 @@ class MessageFusion(nn.Module):
 
     def _exact_per_atom(self, node_feats: torch.Tensor, messages: torch.Tensor,
                         density: torch.Tensor, receiver: torch.Tensor,
-                        species: torch.Tensor | None) -> torch.Tensor:
+                        species: torch.Tensor | None, components: bool = False
+                        ) -> torch.Tensor:
         """Exact 3-body sum for trees ``(h, S(A, A))``: the root's subtree S is unweighted
         and bilinear in the messages, so ``sum_{j != k} Tree(h_i, m_ij, m_ik)`` =
         ``Root(h_i, S(A_i, A_i) - sum_j S(m_ij, m_ij))``: the per-edge work is the
-        unweighted S, the weighted root runs once per atom."""
-        inner = self.fusion.subtree_value([density, density, density])  # [D, N, C]
-        inner_e = self.fusion.subtree_value([messages, messages, messages])  # [D, E, C]
-        inner = inner.index_add(1, receiver, inner_e, alpha=-1.0)
+        unweighted S, the weighted root runs once per atom. ``messages`` and ``density`` in
+        e3nn layout, or with ``components`` component-major ``[Dm, E or N, C]``."""
+        inner = self.fusion.subtree_value([density, density, density], components)  # [D, N, C]
+        inner_e = self.fusion.subtree_value([messages, messages, messages], components)
+        inner = inner.index_add(1, receiver, inner_e, alpha=-1.0)  # minus the [D, E, C] pairs
         return self.fusion.root_value(node_feats, inner, species)
 
     def exact_from_components(self, node_feats: torch.Tensor, messages: torch.Tensor,
@@ -208,10 +210,7 @@ class MessageFusion(nn.Module):
         n = node_feats.shape[0]
         density = messages.new_zeros(messages.shape[0], n, messages.shape[2])
         density = density.index_add(1, receiver, messages)  # [Dm, N, C]
-        inner = self.fusion.subtree_value([density, density, density], True)  # [D, N, C]
-        inner_e = self.fusion.subtree_value([messages, messages, messages], True)  # [D, E, C]
-        inner = inner.index_add(1, receiver, inner_e, alpha=-1.0)
-        return self.fusion.root_value(node_feats, inner, species)
+        return self._exact_per_atom(node_feats, messages, density, receiver, species, True)
 
     def _check(self, node_feats: torch.Tensor, messages: torch.Tensor, receiver: torch.Tensor):
         if node_feats.dim() != 2 or node_feats.shape[1] != self.node_dim:
