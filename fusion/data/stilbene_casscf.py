@@ -152,7 +152,7 @@ def relaxed_scan(geo: StilbeneGeometry, start: np.ndarray, angles_deg, force_fn_
 def penalty_meci(geo: StilbeneGeometry, pos: np.ndarray, steps: int = 20,
                  fmax: float = 0.05, sigma: float = PENALTY_SIGMA,
                  alpha_ev: float = PENALTY_ALPHA_EV, log_path: str | Path | None = None,
-                 log: Callable[[str], None] = print) -> dict:
+                 log: Callable[[str], None] = print, first_step: int = 0) -> dict:
     """Minimise the penalty function of the SA2-CASSCF(2,2) S0/S1 pair from ``pos``.
 
     Every evaluation is one CASSCF with both gradients; each is appended to ``log_path``
@@ -163,7 +163,7 @@ def penalty_meci(geo: StilbeneGeometry, pos: np.ndarray, steps: int = 20,
     from ase.calculators.calculator import Calculator, all_changes
     from ase.optimize import BFGS
 
-    state = {"mo": None, "n": 0, "last": None}
+    state = {"mo": None, "n": first_step, "last": None}  # n: numbering continues on resume
 
     class Penalty(Calculator):
         implemented_properties = ["energy", "forces"]
@@ -264,7 +264,8 @@ def run_meci(out_dir: str | Path, steps: int = 30, pyramidalise_a: float = 0.15,
         d = geo.torsion_atoms[3]
         normal = np.cross(pos[d] - pos[c], pos[geo.hydrogens[1]] - pos[c])
         pos[c] += pyramidalise_a * normal / np.linalg.norm(normal)
-    result = penalty_meci(geo, pos, steps=steps, log_path=log_path, log=log)
+    result = penalty_meci(geo, pos, steps=steps, log_path=log_path, log=log,
+                          first_step=len(done))
     (out / "meci.json").write_text(json.dumps(result, indent=1))
     return result
 

@@ -45,6 +45,28 @@ def test_forces_are_minus_state_gradients_and_states_are_ordered(ethylene):
     np.testing.assert_allclose(again, energies, atol=1e-6)
 
 
+@pytest.mark.parametrize("density_fit", [True, False])
+def test_s0_gradient_from_the_averaged_energy_is_the_state_specific_one(ethylene, density_fit):
+    """g0 = 2 ḡ − g1 (one Lagrangian solve) equals pyscf's own state-specific S0 gradient."""
+    from pyscf import fci, gto, mcscf, scf
+
+    builder, pos = ethylene
+    mol = gto.M(atom=[(int(z), tuple(p)) for z, p in zip(builder.z, pos)], basis="sto-3g",
+                unit="Angstrom", verbose=0)
+    mf = scf.RHF(mol).density_fit() if density_fit else scf.RHF(mol)
+    mf.kernel()
+    mc = mcscf.CASSCF(mf, 2, 2)
+    mc.fcisolver = fci.direct_spin0.FCI(mol)
+    mc.conv_tol = 1e-10
+    mc = mc.state_average_([0.5, 0.5])
+    mc.kernel()
+    g = cs._state_gradients(mc, density_fit)
+    g0 = mc.nuc_grad_method().kernel(state=0)
+    np.testing.assert_allclose(g[0], g0, atol=1e-6)  # Hartree/Bohr
+    np.testing.assert_allclose(g[1], mc.nuc_grad_method().kernel(state=1), atol=1e-10)
+    assert np.abs(g[1] - g[0]).max() > 1e-2  # the two states' gradients do differ
+
+
 def test_density_fitting_is_a_small_change(ethylene):
     builder, pos = ethylene
     central = builder.torsion_atoms[1:3]
