@@ -32,6 +32,7 @@ include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/crosscheck.smk"
 include: "workflow/rules/dynamics.smk"
+include: "workflow/rules/augment.smk"
 
 
 # Light rules run where Snakemake runs (the login node under SLURM), not as cluster jobs.
@@ -52,3 +53,4 @@ rule all:
         get_final_outputs,
         get_crosscheck_outputs,
         get_dynamics_targets,
+        get_augment_targets,

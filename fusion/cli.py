@@ -305,6 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spec", help="dynamics spec as JSON, or @file.json (DynamicsSpec)")
     p.set_defaults(func=_cmd_dynamics)
 
+    from fusion.dynamics.augment import add_commands as add_augment_commands
+
+    add_augment_commands(sub)
+
     p = sub.add_parser("dynamics-table", help="analysis.json files -> dynamics table and figures")
     p.add_argument("analysis", nargs="+", help="analysis.json of fusion dynamics runs")
     p.add_argument("--tables-dir", required=True, help="where dynamics.csv/.md go")

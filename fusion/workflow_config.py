@@ -84,3 +84,54 @@ def check_run_settings(run: str, training: dict, hparams: dict, model: str,
     except (KeyError, ValueError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         raise ValueError(f"config: {run}: {message}") from None
+
+
+def augment_bases(config: dict, runs) -> list[str]:
+    """Base datasets whose ``<base>-aug`` is in ``config["datasets"]`` (one augmentation
+    round each, rules in ``workflow/rules/augment.smk``); each one's driver is checked with
+    :func:`augment_driver`."""
+    from fusion.data.stilbene_aug import AUGMENTED_BASES
+
+    bases = [d.removesuffix("-aug") for d in config["datasets"]
+             if d.endswith("-aug") and d.removesuffix("-aug") in AUGMENTED_BASES]
+    for base in bases:
+        augment_driver(config, runs, base)
+    return bases
+
+
+def augment_driver(config: dict, runs, base: str) -> tuple[str, str, int]:
+    """(model, variant, seed) of ``config["augment"]["driver"]``, checked: it must be a
+    training run of ``base`` and of ``<base>-aug`` in ``runs`` (the retrained model it is
+    compared with)."""
+    section = config.get("augment")
+    if not isinstance(section, dict) or not isinstance(section.get("driver"), dict):
+        raise ValueError(
+            f"config: datasets lists {base}-aug, which one augmentation round makes; add "
+            "an `augment:` section with `driver: {model: ..., variant: ..., seed: ...}`, "
+            f"the {base} run whose dynamics picks the frames"
+        )
+    d = section["driver"]
+    driver = (str(d.get("model")), str(d.get("variant")), d.get("seed", 0))
+    run_set = {tuple(run) for run in runs}
+    for dataset in (base, f"{base}-aug"):
+        if (dataset, *driver) not in run_set:
+            raise ValueError(
+                f"config: augment.driver {driver[0]}/{driver[1]} seed {driver[2]} is not a "
+                f"training run of {dataset} in this config (the driver runs on {base}, the "
+                f"retrained model on {base}-aug): add it to that dataset's models and seeds"
+            )
+    return driver
+
+
+def augment_inputs(config: dict, runs, base: str, cache_dir: str, run_dir) -> dict[str, str]:
+    """Files the comparison of one augmentation round reads: the ``model.pt`` of the driver
+    (trained on ``base``) and of the retrained run (``<base>-aug``), and the ``<base>-aug``
+    cache. ``run_dir(dataset, model, variant, seed)``: the workflow's run directory."""
+    from fusion.data.registry import dataset_cache_path
+
+    driver = augment_driver(config, runs, base)
+    return {
+        "driver": os.path.join(run_dir(base, *driver), "model.pt"),
+        "retrained": os.path.join(run_dir(f"{base}-aug", *driver), "model.pt"),
+        "augmented": str(dataset_cache_path(f"{base}-aug", cache_dir)),
+    }
