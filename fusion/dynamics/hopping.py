@@ -41,13 +41,21 @@ Franck–Condon geometries of each named start (cis, trans): thermal-displacemen
 :mod:`fusion.data.stilbene`, Maxwell–Boltzmann velocities at ``T``, centre-of-mass motion
 removed), seeded by ``(seed, start, trajectory)``. A Wigner sampling would need the normal
 modes of each start and is not implemented. Outputs (CSV): ``trajectories.csv`` (one row
-per recorded step), ``hops.csv`` (every gap minimum met: probability, random number,
-outcome ``hop``/``frustrated``/``stay``), ``summary.csv`` (one row per trajectory).
+per recorded step; the energy of every state, ``e0_ev``, ``e1_ev``, ``e2_ev``, ...),
+``hops.csv`` (every gap minimum met: probability, random number, outcome
+``hop``/``frustrated``/``stay``), ``summary.csv`` (one row per trajectory, with the state its
+first exit went to and the number of states).
+
+**More than two states.** Hops go to adjacent states only, so a trajectory started on S1 of
+a three-state model (xxMD's S0/S1/S2) leaves S1 for S0 or for S2; both are exits from S1
+(the lifetime is that of S1, whatever the destination), counted per destination
+(``n_exits_to``), and the final states are counted for every state (``final_states``).
 
 **Analysis** (:func:`analyse_ensemble`): S1 population ``P_1(t)`` (fraction of
-trajectories on the initial state); lifetime ``tau`` by the maximum-likelihood fit of an
-exponential decay to the first times each trajectory leaves the initial state, with
-trajectories that never leave right-censored at their end time::
+trajectories on the initial state; ``population.csv`` also has every state's); lifetime
+``tau`` by the maximum-likelihood fit of an exponential decay to the first times each
+trajectory leaves the initial state, with trajectories that never leave right-censored at
+their end time::
 
     tau = (sum of exit times + sum of censored times) / n_exits,   std. error tau / sqrt(n_exits)
 
@@ -384,11 +392,18 @@ def _write_csv(path: Path, rows: list[dict], fieldnames: Sequence[str]) -> None:
 
 
 TRAJECTORY_FIELDS = ("start", "trajectory", "time_fs", "state", "torsion_deg", "kinetic_ev",
-                     "total_ev", "e0_ev", "e1_ev")
+                     "total_ev", "e0_ev", "e1_ev")  # then e2_ev, ... for more states
 HOP_FIELDS = ("start", "trajectory", "time_fs", "from_state", "to_state", "gap_ev",
               "probability", "random", "outcome", "torsion_deg")
 SUMMARY_FIELDS = ("start", "trajectory", "final_state", "final_torsion_deg", "first_exit_fs",
-                  "end_fs", "n_hops", "n_frustrated", "max_energy_drift_ev")
+                  "first_exit_to", "end_fs", "n_hops", "n_frustrated", "max_energy_drift_ev",
+                  "n_states")
+
+
+def energy_fields(n_states: int) -> tuple[str, ...]:
+    """``trajectories.csv``'s energy columns for ``n_states`` states: ``e0_ev``, ``e1_ev``
+    (NaN for one state), then ``e2_ev``, ... (eV)."""
+    return tuple(f"e{k}_ev" for k in range(max(2, n_states)))
 
 
 def run_ensemble(calculator_factory: Callable[[], object], starts: Mapping[str, object],
@@ -416,6 +431,7 @@ def run_ensemble(calculator_factory: Callable[[], object], starts: Mapping[str, 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     traj_rows, hop_rows, summary_rows = [], [], []
+    n_states = 1
     for i, (name, atoms) in enumerate(starts.items()):
         surfaces = ase_surfaces(calculator_factory(), atoms)
         masses = atoms.get_masses()
@@ -430,31 +446,36 @@ def run_ensemble(calculator_factory: Callable[[], object], starts: Mapping[str, 
                                     rng=rng, torsion_atoms=torsion_atoms,
                                     record_every=record_every)
             total = result.total_energy
+            states = result.energies.shape[1]
+            n_states = max(n_states, states)
             for r in range(len(result.time_fs)):
-                e = result.energies[r]
+                energies = dict(zip(energy_fields(states), result.energies[r]))
                 traj_rows.append({
                     "start": name, "trajectory": j, "time_fs": round(result.time_fs[r], 6),
                     "state": int(result.state[r]), "torsion_deg": result.torsion_deg[r],
                     "kinetic_ev": result.kinetic[r], "total_ev": total[r],
-                    "e0_ev": e[0], "e1_ev": e[1] if e.shape[0] > 1 else float("nan")})
+                    "e1_ev": float("nan"), **energies})
             for hop in result.hops:
                 hop_rows.append({"start": name, "trajectory": j, **hop})
-            exits = [h["time_fs"] for h in result.hops
+            exits = [h for h in result.hops
                      if h["outcome"] == "hop" and h["from_state"] == initial_state]
             summary_rows.append({
                 "start": name, "trajectory": j, "final_state": int(result.state[-1]),
                 "final_torsion_deg": result.torsion_deg[-1],
-                "first_exit_fs": exits[0] if exits else "",
+                "first_exit_fs": exits[0]["time_fs"] if exits else "",
+                "first_exit_to": int(exits[0]["to_state"]) if exits else "",
                 "end_fs": result.time_fs[-1],
                 "n_hops": sum(h["outcome"] == "hop" for h in result.hops),
                 "n_frustrated": sum(h["outcome"] == "frustrated" for h in result.hops),
                 "max_energy_drift_ev": float(np.max(np.abs(total - total[0]))),
+                "n_states": states,
             })
             log(f"{name} trajectory {j}: final state {result.state[-1]}, torsion "
                 f"{result.torsion_deg[-1]:.1f} deg, {summary_rows[-1]['n_hops']} hop(s)")
     paths = {"trajectories": out / "trajectories.csv", "hops": out / "hops.csv",
              "summary": out / "summary.csv"}
-    _write_csv(paths["trajectories"], traj_rows, TRAJECTORY_FIELDS)
+    _write_csv(paths["trajectories"], traj_rows,
+               TRAJECTORY_FIELDS[:-2] + energy_fields(n_states))
     _write_csv(paths["hops"], hop_rows, HOP_FIELDS)
     _write_csv(paths["summary"], summary_rows, SUMMARY_FIELDS)
     return paths
@@ -509,11 +530,28 @@ def wilson_interval(successes: int, trials: int, z: float = 1.959963984540054
 DRIFT_THRESHOLD_EV = 0.05  # max |E_tot(t) - E_tot(0)| above this: trajectory flagged
 
 
+def summary_n_states(summary) -> int:
+    """Number of electronic states of the trajectories in ``summary`` (pandas): its
+    ``n_states`` column; a summary written before that column (two-state runs only) gives the
+    states it shows, at least 2."""
+    if "n_states" in summary and summary["n_states"].notna().any():
+        return int(summary["n_states"].max())
+    seen = [summary["final_state"].max(), 1]
+    if "first_exit_to" in summary and summary["first_exit_to"].notna().any():
+        seen.append(summary["first_exit_to"].max())
+    return int(max(seen)) + 1
+
+
 def ensemble_numbers(summary, trans_threshold_deg: float = 90.0,
-                     drift_threshold_ev: float = DRIFT_THRESHOLD_EV) -> dict:
+                     drift_threshold_ev: float = DRIFT_THRESHOLD_EV,
+                     initial_state: int = 1) -> dict:
     """Exits, lifetime and cis/trans branching of trajectories (rows of ``summary.csv``).
 
-    ``n_trajectories``; ``n_exits`` (left the initial state); ``lifetime_fs``,
+    ``n_states`` (:func:`summary_n_states`); ``n_trajectories``; ``n_exits`` (left the
+    initial state) and ``n_exits_to`` (``{"S0": k, "S2": k}``: how many of those first exits
+    went to each adjacent state; the states the surfaces have only, None for a summary without
+    ``first_exit_to``); ``final_states`` (``{"S0": k, "S1": k, ...}``, trajectories ending
+    on each state, every state of the surfaces); ``lifetime_fs``,
     ``lifetime_stderr_fs`` (:func:`exponential_lifetime`; None without exits, then
     ``lifetime_note`` says why); ``observed_fs`` (total time on the initial state) and
     ``lifetime_lower95_fs`` (:func:`lifetime_lower_bound`); ``n_on_s0``, ``n_trans`` (final
@@ -526,7 +564,16 @@ def ensemble_numbers(summary, trans_threshold_deg: float = 90.0,
     exited = summary["first_exit_fs"].notna()
     exits, stays = summary.loc[exited, "first_exit_fs"], summary.loc[~exited, "end_fs"]
     observed = float(exits.sum() + stays.sum())  # fs on the initial state
-    out: dict = {"n_trajectories": int(len(summary)), "n_exits": int(exited.sum()),
+    n_states = summary_n_states(summary)
+    neighbours = [b for b in (initial_state - 1, initial_state + 1) if 0 <= b < n_states]
+    exits_to = None
+    if "first_exit_to" in summary:
+        exits_to = {f"S{b}": int((summary.loc[exited, "first_exit_to"] == b).sum())
+                    for b in neighbours}
+    out: dict = {"n_states": n_states, "n_trajectories": int(len(summary)),
+                 "n_exits": int(exited.sum()), "n_exits_to": exits_to,
+                 "final_states": {f"S{k}": int((summary["final_state"] == k).sum())
+                                  for k in range(n_states)},
                  "lifetime_fs": None, "lifetime_stderr_fs": None, "observed_fs": observed,
                  "lifetime_lower95_fs": lifetime_lower_bound(int(exited.sum()), observed)
                  if observed > 0 else None}
@@ -552,8 +599,9 @@ def ensemble_numbers(summary, trans_threshold_deg: float = 90.0,
 def analyse_ensemble(out_dir: str | os.PathLike, initial_state: int = 1,
                      trans_threshold_deg: float = 90.0, figures: bool = True) -> dict:
     """Population decay, lifetime and cis/trans branching of an ensemble in ``out_dir``
-    (as written by :func:`run_ensemble`); writes ``analysis.json``, ``population.csv``,
-    ``branching.csv`` and (``figures``) ``torsion``/``population`` PNG + SVG."""
+    (as written by :func:`run_ensemble`); writes ``analysis.json``, ``population.csv``
+    (``population``: fraction on ``initial_state``; ``population_s<k>``: on state k, every
+    state), ``branching.csv`` and (``figures``) ``torsion``/``population`` PNG + SVG."""
     import pandas as pd
 
     from fusion.train.checkpoint import atomic_write_text
@@ -564,12 +612,16 @@ def analyse_ensemble(out_dir: str | os.PathLike, initial_state: int = 1,
             raise FileNotFoundError(f"{out / name} not found: run run_ensemble first")
     traj = pd.read_csv(out / "trajectories.csv")
     summary = pd.read_csv(out / "summary.csv")
-    population = (traj.assign(on_initial=traj["state"] == initial_state)
-                  .groupby("time_fs")["on_initial"].mean().rename("population").reset_index())
+    n_states = summary_n_states(summary)
+    on_state = {f"population_s{k}": traj["state"] == k for k in range(n_states)}
+    population = (traj.assign(population=traj["state"] == initial_state, **on_state)
+                  .groupby("time_fs")[["population", *on_state]].mean().reset_index())
     population.to_csv(out / "population.csv", index=False)
-    whole = ensemble_numbers(summary, trans_threshold_deg)
+    whole = ensemble_numbers(summary, trans_threshold_deg, initial_state=initial_state)
     result: dict = {"n_trajectories": whole["n_trajectories"], "initial_state": initial_state,
-                    "n_exits": whole["n_exits"], "lifetime_fs": whole["lifetime_fs"],
+                    "n_states": n_states, "n_exits": whole["n_exits"],
+                    "n_exits_to": whole["n_exits_to"], "final_states": whole["final_states"],
+                    "lifetime_fs": whole["lifetime_fs"],
                     "lifetime_stderr_fs": whole["lifetime_stderr_fs"]}
     if "lifetime_note" in whole:
         result["lifetime_note"] = whole["lifetime_note"]
@@ -580,12 +632,13 @@ def analyse_ensemble(out_dir: str | os.PathLike, initial_state: int = 1,
                       lifetime_note="several starts: lifetimes are per start only "
                                     "(lifetime_per_start)")
     result["lifetime_per_start"] = {
-        str(start): {k: v for k, v in ensemble_numbers(group, trans_threshold_deg).items()
-                     if k.startswith(("lifetime", "n_exits", "first_exit", "observed"))}
+        str(start): {k: v for k, v in ensemble_numbers(
+            group, trans_threshold_deg, initial_state=initial_state).items()
+            if k.startswith(("lifetime", "n_exits", "first_exit", "observed"))}
         for start, group in summary.groupby("start", sort=False)}
     rows = []
     for start, group in summary.groupby("start", sort=False):
-        numbers = ensemble_numbers(group, trans_threshold_deg)
+        numbers = ensemble_numbers(group, trans_threshold_deg, initial_state=initial_state)
         nan_if_none = {k: float("nan") if numbers[k] is None else numbers[k]
                        for k in ("fraction_trans", "wilson95_low", "wilson95_high")}
         rows.append({"start": start, "n_trajectories": numbers["n_trajectories"],
@@ -607,21 +660,28 @@ def _figures(out: Path, traj, population, result: dict) -> list[str]:
     import matplotlib.pyplot as plt
 
     paths = []
+    initial = result.get("initial_state", 1)
+    n_states = int(result.get("n_states", 2))
+    # states other than the initial one that some trajectory visits, with their markers
+    others = [k for k in range(n_states) if k != initial and (traj["state"] == k).any()]
+    markers = {k: "." if k < initial else "x" for k in others}
     fig, ax = plt.subplots(figsize=(6, 4))
     colours = {}
     for (start, j), group in traj.groupby(["start", "trajectory"], sort=False):
         colour = colours.setdefault(start, f"C{len(colours)}")
         ax.plot(group["time_fs"], group["torsion_deg"], color=colour, lw=0.8, alpha=0.7,
                 label=start if j == 0 else None)
-        on_s0 = group[group["state"] == 0]
-        ax.plot(on_s0["time_fs"], on_s0["torsion_deg"], ".", color=colour, ms=1.5)
+        for k in others:
+            on = group[group["state"] == k]
+            ax.plot(on["time_fs"], on["torsion_deg"], markers[k], color=colour, ms=1.5)
+    marked = "; ".join(f"{'dots' if markers[k] == '.' else 'crosses'}: on S{k}" for k in others)
     ax.set(xlabel="time (fs)", ylabel="C=C torsion (deg)", ylim=(0, 180),
-           title="torsion (line: all; dots: on S0)")
+           title="torsion (line: all" + (f"; {marked})" if marked else ")"))
     ax.legend()
     paths += save_png_svg(fig, out / "torsion")
     fig, ax = plt.subplots(figsize=(6, 4))
-    initial = result.get("initial_state", 1)
     per_start = result.get("lifetime_per_start", {})
+    styles = {k: ":" if k < initial else "-." for k in others}
     for k, (start, group) in enumerate(traj.groupby("start", sort=False)):
         pop = group.assign(on=group["state"] == initial).groupby("time_fs")["on"].mean()
         numbers = per_start.get(str(start), {})
@@ -634,8 +694,13 @@ def _figures(out: Path, traj, population, result: dict) -> list[str]:
         elif bound is not None:
             text += f", tau > {bound:.0f} fs (95 %)"
         ax.plot(pop.index, pop.to_numpy(), color=f"C{k}", label=text)
-    ax.set(xlabel="time (fs)", ylabel="S1 population", ylim=(0, 1.05),
-           title="S1 population per start")
+        for state in others:  # where the population went
+            on = group.assign(on=group["state"] == state).groupby("time_fs")["on"].mean()
+            ax.plot(on.index, on.to_numpy(), styles[state], color=f"C{k}", lw=0.8,
+                    label=f"{start}: on S{state}")
+    ax.set(xlabel="time (fs)", ylabel="fraction of trajectories", ylim=(0, 1.05),
+           title=f"S{initial} population per start"
+           + (" (thin lines: the other states)" if others else ""))
     ax.legend(fontsize=7)
     paths += save_png_svg(fig, out / "population")
     plt.close("all")

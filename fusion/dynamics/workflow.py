@@ -183,15 +183,21 @@ def _run_identity(run_dir: Path) -> dict:
 
 
 def per_start_numbers(summary, initial_state: int = 1,
-                      trans_threshold_deg: float = TRANS_THRESHOLD_DEG) -> list[dict]:
+                      trans_threshold_deg: float = TRANS_THRESHOLD_DEG,
+                      hops=None) -> list[dict]:
     """Lifetime, hops and branching of each start in a ``summary.csv`` table (pandas).
 
-    Per start: ``n_trajectories``; ``n_exits`` (trajectories that left ``initial_state``);
+    Per start: ``n_states``; ``n_trajectories``; ``n_exits`` (trajectories that left
+    ``initial_state``) and ``n_exits_to`` (``{"S0": k}``, with three states
+    ``{"S0": k, "S2": k}``: where those first exits went); ``final_states`` (``{"S0": k,
+    "S1": k, ...}``: trajectories ending on each state);
     ``lifetime_fs`` and ``lifetime_stderr_fs`` (exponential maximum likelihood with censoring,
     :func:`~fusion.dynamics.hopping.exponential_lifetime`; None without exits);
     ``observed_fs`` (total time on the initial state) and ``lifetime_lower95_fs`` (one-sided
     95 % lower bound, :func:`~fusion.dynamics.hopping.lifetime_lower_bound`); ``n_hops``
-    (accepted hops, all directions); ``n_frustrated``; ``n_on_s0``, ``n_trans`` (final torsion
+    (accepted hops, all directions) and, given the ``hops.csv`` table ``hops``,
+    ``hops_by_transition`` (accepted hops per ``"S<from>->S<to>"``, e.g. ``{"S1->S0": 2,
+    "S1->S2": 1, "S2->S1": 1}``); ``n_frustrated``; ``n_on_s0``, ``n_trans`` (final torsion
     >= ``trans_threshold_deg``), ``fraction_trans`` and its 95 % Wilson interval (None when no
     trajectory ended on S0).
     """
@@ -199,16 +205,23 @@ def per_start_numbers(summary, initial_state: int = 1,
 
     rows = []
     for start, group in summary.groupby("start", sort=False):
-        row = {"start": str(start), **ensemble_numbers(group, trans_threshold_deg)}
+        row = {"start": str(start), **ensemble_numbers(group, trans_threshold_deg,
+                                                       initial_state=initial_state)}
         row.pop("lifetime_note", None)
         row.update(n_hops=int(group["n_hops"].sum()), n_frustrated=int(group["n_frustrated"].sum()))
+        if hops is not None:
+            accepted = hops[(hops["start"] == start) & (hops["outcome"] == "hop")]
+            pairs = accepted.groupby(["from_state", "to_state"], sort=True).size()
+            row["hops_by_transition"] = {f"S{int(a)}->S{int(b)}": int(n)
+                                         for (a, b), n in pairs.items()}
         rows.append(row)
     return rows
 
 
-def _series(trajectories, initial_state: int = 1) -> dict:
-    """Per start: time (fs), S1 population, torsion mean and population std (deg) over the
-    trajectories at each recorded time."""
+def _series(trajectories, initial_state: int = 1, n_states: int = 2) -> dict:
+    """Per start: time (fs), S1 (``initial_state``) population, every state's population
+    (``state_populations``: ``{"S0": [...], "S1": [...], ...}``), torsion mean and population
+    std (deg) over the trajectories at each recorded time."""
     series = {}
     for start, group in trajectories.groupby("start", sort=False):
         by_time = group.groupby("time_fs")
@@ -217,6 +230,9 @@ def _series(trajectories, initial_state: int = 1) -> dict:
             "time_fs": [float(t) for t in by_time.size().index],
             "s1_population": [float(p) for p in
                               by_time["state"].apply(lambda s: (s == initial_state).mean())],
+            "state_populations": {
+                f"S{k}": [float(p) for p in by_time["state"].apply(lambda s, k=k: (s == k).mean())]
+                for k in range(n_states)},
             "torsion_mean_deg": [float(m) for m in torsion.mean()],
             "torsion_std_deg": [float(s) for s in torsion.std(ddof=0)],
             "n_trajectories": int(group["trajectory"].nunique()),
@@ -242,12 +258,11 @@ def run_dynamics(spec: DynamicsSpec, log: Callable[[str], None] = _print_now) ->
     Raises ``ValueError`` if the model has one electronic state (``surface hopping needs >= 2
     states``) or the spec is bad; ``FileNotFoundError`` if the run directory is incomplete.
     """
-    import pandas as pd
     import torch
 
     from fusion.data.download import sha256_of
     from fusion.dynamics.calculator import FusionCalculator
-    from fusion.dynamics.hopping import analyse_ensemble, run_ensemble, stilbene_starts
+    from fusion.dynamics.hopping import run_ensemble, stilbene_starts
     from fusion.train.checkpoint import atomic_write_text
 
     run_dir, out = Path(spec.run_dir), Path(spec.out_dir)
@@ -320,29 +335,51 @@ def run_dynamics(spec: DynamicsSpec, log: Callable[[str], None] = _print_now) ->
     finally:
         torch.set_num_threads(old_threads)
 
-    analysis = analyse_ensemble(out, initial_state=1, trans_threshold_deg=TRANS_THRESHOLD_DEG)
-    summary = pd.read_csv(out / "summary.csv")
-    trajectories = pd.read_csv(out / "trajectories.csv")
-    analysis.update(run={**identity, "run_dir": str(run_dir)}, spec=recorded,
-                    per_start=per_start_numbers(summary), series=_series(trajectories))
-    atomic_write_text(out / "analysis.json", json.dumps(analysis, indent=1, default=float))
+    analysis = analyse_dynamics(out, {**identity, "run_dir": str(run_dir)}, recorded)
     for row in analysis["per_start"]:
         lifetime = row.get("lifetime_fs")
-        log(f"{out}: start {row['start']}: {row['n_exits']}/{row['n_trajectories']} left S1, "
-            f"{row['n_hops']} hop(s), S1 lifetime "
+        where = ", ".join(f"{n} to {s}" for s, n in (row.get("n_exits_to") or {}).items())
+        log(f"{out}: start {row['start']}: {row['n_exits']}/{row['n_trajectories']} left S1"
+            + (f" ({where})" if where else "") + f", {row['n_hops']} hop(s), S1 lifetime "
             + (f"{lifetime:.1f} ± {row['lifetime_stderr_fs']:.1f} fs" if lifetime is not None
                else f"> {row['lifetime_lower95_fs']:.0f} fs (95 %, no exit)")
             + f", max drift {row.get('max_drift_ev', float('nan')):.3f} eV")
     return analysis
 
 
+def analyse_dynamics(out_dir: str | os.PathLike, run: dict, spec: dict) -> dict:
+    """``analysis.json`` of the ensemble in ``out_dir`` (the CSVs of
+    :func:`~fusion.dynamics.hopping.run_ensemble`, started on S1): what
+    :func:`~fusion.dynamics.hopping.analyse_ensemble` writes, plus ``run`` (dataset, model,
+    variant, seed, run_dir), ``spec``, ``per_start`` (:func:`per_start_numbers`, with the hops
+    per transition) and ``series`` (:func:`_series`); written and returned."""
+    import pandas as pd
+
+    from fusion.dynamics.hopping import analyse_ensemble
+    from fusion.train.checkpoint import atomic_write_text
+
+    out = Path(out_dir)
+    analysis = analyse_ensemble(out, initial_state=1, trans_threshold_deg=TRANS_THRESHOLD_DEG)
+    summary = pd.read_csv(out / "summary.csv")
+    trajectories = pd.read_csv(out / "trajectories.csv")
+    hops = pd.read_csv(out / "hops.csv")
+    analysis.update(run=run, spec=spec, per_start=per_start_numbers(summary, hops=hops),
+                    series=_series(trajectories, n_states=analysis["n_states"]))
+    atomic_write_text(out / "analysis.json", json.dumps(analysis, indent=1, default=float))
+    return analysis
+
+
 # --------------------------------------------------------------------------- combined table
 
-TABLE_COLUMNS = ("dataset", "model", "variant", "seed", "start", "n_trajectories", "n_exits",
+TABLE_COLUMNS = ("dataset", "model", "variant", "seed", "start", "n_states", "n_trajectories",
+                 "n_exits", "n_exits_to_s0", "n_exits_to_s2",
                  "n_hops", "s1_lifetime_fs", "s1_lifetime_se_fs", "s1_lifetime_lower95_fs",
-                 "s1_observed_fs", "n_on_s0", "n_trans",
+                 "s1_observed_fs", "n_on_s0", "n_on_s1", "n_on_s2", "n_trans",
                  "trans_fraction", "trans_wilson95_low", "trans_wilson95_high",
                  "first_exit_fs", "max_drift_ev", "n_drift_flagged")
+# Counts per state, blank where the run has no such state (two-state models: no S2) or its
+# analysis.json predates them.
+STATE_COUNTS = ("n_exits_to_s0", "n_exits_to_s2", "n_on_s1", "n_on_s2")
 
 
 def _load_analysis(path: Path) -> dict:
@@ -370,6 +407,11 @@ def _mean_over_seeds(rows: list[dict]) -> dict:
     mean["seed"] = "mean"
     for key in ("n_trajectories", "n_exits", "n_hops", "n_on_s0", "n_trans"):
         mean[key] = sum(int(r[key]) for r in rows)
+    for key in STATE_COUNTS:
+        counts = [r.get(key) for r in rows]
+        mean[key] = None if None in counts else sum(int(c) for c in counts)
+    n_states = {r.get("n_states") for r in rows}
+    mean["n_states"] = n_states.pop() if len(n_states) == 1 else None
     lifetimes = [r["s1_lifetime_fs"] for r in rows]
     if all(t is not None for t in lifetimes):
         mean["s1_lifetime_fs"] = float(np.mean(lifetimes))
@@ -403,10 +445,15 @@ def _table_rows(analyses: list[dict]) -> list[dict]:
     for analysis in analyses:
         run = analysis["run"]
         for numbers in analysis["per_start"]:
+            exits_to = numbers.get("n_exits_to") or {}
+            final = numbers.get("final_states") or {}
             rows.append({
                 "dataset": run["dataset"], "model": run["model"], "variant": run["variant"],
                 "seed": int(run["seed"]), "start": numbers["start"],
+                "n_states": numbers.get("n_states"),
                 "n_trajectories": numbers["n_trajectories"], "n_exits": numbers["n_exits"],
+                "n_exits_to_s0": exits_to.get("S0"), "n_exits_to_s2": exits_to.get("S2"),
+                "n_on_s1": final.get("S1"), "n_on_s2": final.get("S2"),
                 "n_hops": numbers["n_hops"], "s1_lifetime_fs": numbers["lifetime_fs"],
                 "s1_lifetime_se_fs": numbers["lifetime_stderr_fs"],
                 "s1_lifetime_lower95_fs": numbers.get("lifetime_lower95_fs"),
@@ -440,13 +487,19 @@ def _fmt(value, digits: int) -> str:
         else f"{value:.{digits}f}"
 
 
+def _count(value) -> str:
+    return "–" if value is None else str(int(value))
+
+
 def dynamics_table(analysis_files: Sequence[str | os.PathLike], out_dir: str | os.PathLike
                    ) -> tuple[Path, Path]:
     """``dynamics.csv`` and ``dynamics.md`` in ``out_dir`` from ``analysis.json`` files.
 
     One row per (dataset, model, variant, seed, start): S1 lifetime (fs) ± standard error,
-    trajectories, exits from S1, accepted hops, trajectories ending on S0 and the fraction of
-    them ending trans with its 95 % Wilson interval; plus a ``seed = mean`` row per (dataset,
+    electronic states of the model, trajectories, exits from S1 and where they went (S0, and
+    S2 for three-state models such as xxmd-stilbene; blank for a state the model lacks),
+    accepted hops, trajectories ending on S0, S1 and S2 and the fraction of those on S0 ending
+    trans with its 95 % Wilson interval; plus a ``seed = mean`` row per (dataset,
     model, variant, start) when there are several seeds (see :func:`_mean_over_seeds`).
     Returns the two paths.
     """
@@ -461,8 +514,10 @@ def dynamics_table(analysis_files: Sequence[str | os.PathLike], out_dir: str | o
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out / "dynamics.csv", out / "dynamics.md"
-    atomic_write_text(csv_path, pd.DataFrame(rows, columns=list(TABLE_COLUMNS)).to_csv(
-        index=False))
+    frame = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+    for key in ("n_states", *STATE_COUNTS):  # integers, blank where missing (not 3.0 / NaN)
+        frame[key] = frame[key].astype("Int64")
+    atomic_write_text(csv_path, frame.to_csv(index=False))
     lines = [
         "# Stilbene surface-hopping dynamics",
         "",
@@ -470,25 +525,29 @@ def dynamics_table(analysis_files: Sequence[str | os.PathLike], out_dir: str | o
         "cis and trans decay through different channels, so no lifetime pools them). S1 "
         "lifetime: exponential maximum-likelihood fit to the first exits from S1 (trajectories "
         "that stay are censored) ± standard error, and in brackets its one-sided 95 % lower "
-        "bound 2T/χ²(2k+2) from the k exits in T fs on S1 (with no exit: T/3.0); first exit: "
-        "the earliest S1→S0 hop (induction time); trans fraction: trajectories ending on S0 "
+        "bound 2T/χ²(2k+2) from the k exits in T fs on S1 (with no exit: T/3.0); exits: "
+        "trajectories that left S1, → S0/S2 where they went first (hops go to adjacent states "
+        "only: S2 exists for three-state models such as xxmd-stilbene, – where the model has "
+        "no such state); end on S0/S1/S2: the state each trajectory ended on; first exit: the "
+        "earliest hop out of S1 (induction time); trans fraction: trajectories ending on S0 "
         "with final C=C torsion >= 90°, with its 95 % Wilson interval; drift: the largest "
         f"|E_tot(t) − E_tot(0)| of any trajectory, and how many exceed {DRIFT_FLAG_EV} eV "
         "(flagged: their populations are not trustworthy). Rows `mean`: lifetime averaged over "
         "training seeds ± standard error over seeds; counts summed; trans fraction of the "
         "pooled counts.",
         "",
-        "Experiment (for comparison, not reproduced by a 150 fs CPU ensemble on a minimal-basis "
-        "surface): cis-stilbene S1 lifetime ≲ 1 ps (~0.3 ps in hexane), trans-stilbene tens of "
+        "Experiment (for comparison, not reproduced by a short CPU ensemble on these "
+        "surfaces): cis-stilbene S1 lifetime ≲ 1 ps (~0.3 ps in hexane), trans-stilbene tens of "
         "ps in solution (~70–100 ps in hexane, ~2.5 ns isolated at the origin), photo-"
         "isomerisation quantum yields ~0.35 cis→trans and ~0.5 trans→cis (hexane), with ~10 % "
         "of cis going to dihydrophenanthrene. A lifetime bound from an ensemble that is much "
         "shorter than these times says nothing about them; see docs/stilbene.md for what the "
         "reference surfaces can and cannot show.",
         "",
-        "| dataset | model | seed | start | trajectories | exits | hops | first exit (fs) "
-        "| S1 lifetime (fs) | on S0 | trans fraction (95 % CI) | max drift (eV) | flagged |",
-        "|:---|:---|---:|:---|---:|---:|---:|---:|---:|---:|:---|---:|---:|",
+        "| dataset | model | seed | start | trajectories | exits | → S0/S2 | hops "
+        "| first exit (fs) | S1 lifetime (fs) | end on S0/S1/S2 | trans fraction (95 % CI) "
+        "| max drift (eV) | flagged |",
+        "|:---|:---|---:|:---|---:|---:|---:|---:|---:|---:|---:|:---|---:|---:|",
     ]
     for r in rows:
         bound = r.get("s1_lifetime_lower95_fs")
@@ -500,10 +559,12 @@ def dynamics_table(analysis_files: Sequence[str | os.PathLike], out_dir: str | o
                  f"{r['trans_fraction']:.2f} [{r['trans_wilson95_low']:.2f}, "
                  f"{r['trans_wilson95_high']:.2f}]")
         flagged = "–" if r.get("n_drift_flagged") is None else str(r["n_drift_flagged"])
+        exits_to = "/".join(_count(r.get(k)) for k in ("n_exits_to_s0", "n_exits_to_s2"))
+        final = "/".join(_count(r.get(k)) for k in ("n_on_s0", "n_on_s1", "n_on_s2"))
         lines.append(f"| {r['dataset']} | {label(r['model'], r['variant'])} | {r['seed']} | "
-                     f"{r['start']} | {r['n_trajectories']} | {r['n_exits']} | {r['n_hops']} | "
-                     f"{_fmt(r.get('first_exit_fs'), 1)} | {lifetime} | {r['n_on_s0']} | "
-                     f"{trans} | {_fmt(r.get('max_drift_ev'), 3)} | {flagged} |")
+                     f"{r['start']} | {r['n_trajectories']} | {r['n_exits']} | {exits_to} | "
+                     f"{r['n_hops']} | {_fmt(r.get('first_exit_fs'), 1)} | {lifetime} | "
+                     f"{final} | {trans} | {_fmt(r.get('max_drift_ev'), 3)} | {flagged} |")
     atomic_write_text(md_path, "\n".join(lines) + "\n")
     return csv_path, md_path
 

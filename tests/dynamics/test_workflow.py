@@ -205,7 +205,8 @@ def _start(start, n_traj, n_exits, lifetime, n_hops, n_on_s0, n_trans):
 
     low, high = wilson_interval(n_trans, n_on_s0) if n_on_s0 else (None, None)
     observed = lifetime * n_exits if n_exits else 150.0 * n_traj  # MLE: tau = T / k
-    return {"start": start, "n_trajectories": n_traj, "n_exits": n_exits,
+    return {"start": start, "n_states": 2, "n_trajectories": n_traj, "n_exits": n_exits,
+            "n_exits_to": {"S0": n_exits}, "final_states": {"S0": n_on_s0, "S1": n_traj - n_on_s0},
             "observed_fs": observed,
             "lifetime_lower95_fs": lifetime_lower_bound(n_exits, observed),
             "lifetime_fs": lifetime,
@@ -233,10 +234,11 @@ def test_dynamics_table_has_exact_values_and_a_mean_over_seeds(tmp_path, capsys)
     capsys.readouterr()
     table = pd.read_csv(tables / "dynamics.csv", keep_default_na=False)
     assert list(table.columns) == [
-        "dataset", "model", "variant", "seed", "start", "n_trajectories", "n_exits", "n_hops",
+        "dataset", "model", "variant", "seed", "start", "n_states", "n_trajectories", "n_exits",
+        "n_exits_to_s0", "n_exits_to_s2", "n_hops",
         "s1_lifetime_fs", "s1_lifetime_se_fs", "s1_lifetime_lower95_fs", "s1_observed_fs",
-        "n_on_s0", "n_trans", "trans_fraction", "trans_wilson95_low", "trans_wilson95_high",
-        "first_exit_fs", "max_drift_ev", "n_drift_flagged"]
+        "n_on_s0", "n_on_s1", "n_on_s2", "n_trans", "trans_fraction", "trans_wilson95_low",
+        "trans_wilson95_high", "first_exit_fs", "max_drift_ev", "n_drift_flagged"]
     got = [(r.variant, str(r.seed), r.start) for r in table.itertuples()]
     assert got == [("baseline", "0", "cis"), ("baseline", "1", "cis"), ("baseline", "mean", "cis"),
                    ("baseline", "0", "trans"), ("baseline", "1", "trans"),
@@ -244,6 +246,10 @@ def test_dynamics_table_has_exact_values_and_a_mean_over_seeds(tmp_path, capsys)
     mean_cis = table.iloc[2]
     assert mean_cis["n_trajectories"] == 8 and mean_cis["n_exits"] == 6
     assert mean_cis["n_hops"] == 8 and mean_cis["n_on_s0"] == 5 and mean_cis["n_trans"] == 3
+    # two states: every exit went to S0, no S2 column value (blank, not 0)
+    assert mean_cis["n_states"] == 2 and mean_cis["n_exits_to_s0"] == 6
+    assert mean_cis["n_exits_to_s2"] == "" and mean_cis["n_on_s2"] == ""
+    assert mean_cis["n_on_s1"] == 3
     assert float(mean_cis["s1_lifetime_fs"]) == pytest.approx(120.0)
     # std of (100, 140) with ddof 1 is 28.28 fs; / sqrt(2 seeds) = 20 fs
     assert float(mean_cis["s1_lifetime_se_fs"]) == pytest.approx(20.0)
@@ -265,12 +271,12 @@ def test_dynamics_table_has_exact_values_and_a_mean_over_seeds(tmp_path, capsys)
 
     md = (tables / "dynamics.md").read_text()
     # first exit: the earliest over seeds; drift: the largest; flagged: summed
-    assert "| stilbene-tddft | MACE baseline | mean | cis | 8 | 6 | 8 | 50.0 | 120.0 ± 20.0 " \
-           "(> 64 at 95 %) | 5 | 0.60 [0.23, 0.88] | 0.040 | 2 |" in md
-    assert "| stilbene-tddft | MACE + fusion | 0 | cis | 4 | 1 | 1 | 25.0 | 50.0 ± 50.0 " \
-           "(> 11 at 95 %) | 1 | 1.00 [0.21, 1.00] | 0.040 | 1 |" in md
-    assert "| stilbene-tddft | MACE baseline | 0 | trans | 4 | 0 | 0 | – | not observed " \
-           "(> 200 at 95 %) | 0 | – | 0.040 | 1 |" in md
+    assert "| stilbene-tddft | MACE baseline | mean | cis | 8 | 6 | 6/– | 8 | 50.0 | 120.0 ± " \
+           "20.0 (> 64 at 95 %) | 5/3/– | 0.60 [0.23, 0.88] | 0.040 | 2 |" in md
+    assert "| stilbene-tddft | MACE + fusion | 0 | cis | 4 | 1 | 1/– | 1 | 25.0 | 50.0 ± 50.0 " \
+           "(> 11 at 95 %) | 1/3/– | 1.00 [0.21, 1.00] | 0.040 | 1 |" in md
+    assert "| stilbene-tddft | MACE baseline | 0 | trans | 4 | 0 | 0/– | 0 | – | not observed " \
+           "(> 200 at 95 %) | 0/4/– | – | 0.040 | 1 |" in md
     assert "no lifetime pools them" in md and "quantum yields" in md
     for stem in ("dynamics_population", "dynamics_torsion"):
         for ext in ("png", "svg"):
@@ -376,7 +382,10 @@ def test_config_section_defaults_and_errors():
         assert message in str(err.value)
 
 
-def test_dry_run_schedules_one_dynamics_job_per_run(tmp_path):
+def _dry_run(tmp_path: Path, config: dict | None = None) -> tuple[dict[str, int], str]:
+    """``snakemake --dry-run --printshellcmds`` in a copy of the workflow under ``tmp_path``
+    with ``config`` (default: the study's own config/config.yaml); jobs per rule and the
+    output. Nothing runs and nothing is downloaded."""
     import shutil
     import subprocess
     import sys
@@ -387,24 +396,48 @@ def test_dry_run_schedules_one_dynamics_job_per_run(tmp_path):
         shutil.copy(REPO / name, tmp_path / name)
     for name in ("workflow", "config"):
         shutil.copytree(REPO / name, tmp_path / name)
-    config = _test_config(datasets=["qm9-U0"], models={"mace": ["baseline", "fusion"]},
-                          seeds=[0, 1], n_trajectories=2)
-    (tmp_path / "dyn.yaml").write_text(yaml.safe_dump(config))
+    config_file = "config/config.yaml"
+    if config is not None:
+        config_file = "dyn.yaml"
+        (tmp_path / config_file).write_text(yaml.safe_dump(config))
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run([str(bin_dir / "snakemake"), "--cores", "1", "--configfile", "dyn.yaml",
-                           "--dry-run", "--printshellcmds"], cwd=tmp_path, capture_output=True,
-                          text=True, env=env)
+    proc = subprocess.run([str(bin_dir / "snakemake"), "--cores", "1", "--configfile",
+                           config_file, "--dry-run", "--printshellcmds"], cwd=tmp_path,
+                          capture_output=True, text=True, env=env)
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, text
     jobs = {line.split()[0]: int(line.split()[1]) for line in text.splitlines()
             if len(line.split()) == 2 and line.split()[1].isdigit()}
+    return jobs, text
+
+
+def test_dry_run_schedules_one_dynamics_job_per_run(tmp_path):
+    config = _test_config(datasets=["qm9-U0"], models={"mace": ["baseline", "fusion"]},
+                          seeds=[0, 1], n_trajectories=2)
+    jobs, text = _dry_run(tmp_path, config)
     assert jobs["dynamics"] == 4 and jobs["dynamics_table"] == 1, jobs
     assert ("fusion dynamics --spec '{\"cache_dir\": \"resources\", \"dt_fs\": 0.25, \"n_steps\": "
             "400, \"n_trajectories\": 2, \"out_dir\": \"results/dynamics/qm9-U0/mace/fusion/"
             "seed-1\"") in text
     table_command = "fusion dynamics-table results/dynamics/qm9-U0/mace/baseline/seed-0/"
     assert table_command + "analysis.json" in text
+
+
+def test_dry_run_of_the_study_schedules_xxmd_stilbene_dynamics(tmp_path):
+    """config/config.yaml: the seed-0 MACE and MACE + fusion runs of both multi-state
+    datasets, stilbene-tddft-1k (S0/S1) and xxmd-stilbene (S0/S1/S2), each drive one
+    dynamics job, and the one dynamics table reads all four."""
+    jobs, text = _dry_run(tmp_path)
+    runs = [(dataset, variant) for dataset in ("stilbene-tddft-1k", "xxmd-stilbene")
+            for variant in ("baseline", "fusion")]
+    assert jobs["dynamics"] == len(runs) and jobs["dynamics_table"] == 1, jobs
+    for dataset, variant in runs:
+        where = f"{dataset}/mace/{variant}/seed-0"
+        assert f'"out_dir": "results/dynamics/{where}"' in text
+        assert f'"run_dir": "results/train/{where}"' in text
+        assert f"results/dynamics/{where}/analysis.json" in text.split(
+            "fusion dynamics-table", 1)[1].splitlines()[0]
 
 
 def test_fusion_train_on_stilbene_then_fusion_dynamics(tmp_path, capsys):
