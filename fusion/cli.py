@@ -186,7 +186,7 @@ def _cmd_dynamics(args) -> None:
 
 
 def _cmd_dynamics_table(args) -> None:
-    from fusion.dynamics.workflow import dynamics_figures, dynamics_table
+    from fusion.dynamics.tables import dynamics_figures, dynamics_table
 
     for path in (*dynamics_table(args.analysis, args.tables_dir),
                  *dynamics_figures(args.analysis, args.figures_dir)):

@@ -11,6 +11,7 @@ import torch
 from ase import Atoms, units
 from ase.calculators.calculator import Calculator, all_changes
 
+from fusion.dynamics import analysis as an
 from fusion.dynamics import hopping as hp
 
 # 1 amu (Å/fs)^2 in eV
@@ -213,7 +214,7 @@ def test_ensemble_outputs_population_lifetime_and_branching(tmp_path):
     assert summary["max_energy_drift_ev"].max() < 0.01
     assert summary["n_hops"].sum() >= 1
 
-    result = hp.analyse_ensemble(tmp_path / "a")
+    result = an.analyse_ensemble(tmp_path / "a")
     population = pd.read_csv(tmp_path / "a" / "population.csv")
     assert population["population"].iloc[0] == 1.0
     for time_fs, value in zip(population["time_fs"], population["population"]):
@@ -229,13 +230,13 @@ def test_ensemble_outputs_population_lifetime_and_branching(tmp_path):
         assert per["n_exits"] == ex.sum()
         observed = group.loc[ex, "first_exit_fs"].sum() + group.loc[~ex, "end_fs"].sum()
         assert per["lifetime_lower95_fs"] == pytest.approx(
-            hp.lifetime_lower_bound(int(ex.sum()), observed))
+            an.lifetime_lower_bound(int(ex.sum()), observed))
         if ex.any():
-            tau, _ = hp.exponential_lifetime(group.loc[ex, "first_exit_fs"],
+            tau, _ = an.exponential_lifetime(group.loc[ex, "first_exit_fs"],
                                              group.loc[~ex, "end_fs"])
             assert per["lifetime_fs"] == pytest.approx(tau)
             assert per["first_exit_fs"] == group["first_exit_fs"].min()
-    numbers = hp.ensemble_numbers(summary, drift_threshold_ev=0.0)
+    numbers = an.ensemble_numbers(summary, drift_threshold_ev=0.0)
     assert numbers["max_drift_ev"] == summary["max_energy_drift_ev"].max()
     assert numbers["n_drift_flagged"] == (summary["max_energy_drift_ev"] > 0).sum()
     branching = pd.read_csv(tmp_path / "a" / "branching.csv")
@@ -268,9 +269,9 @@ def test_ensemble_uses_the_start_samplers(tmp_path):
 
 
 def test_drift_threshold_is_the_one_the_table_names():
-    from fusion.dynamics.workflow import DRIFT_FLAG_EV
+    from fusion.dynamics.tables import DRIFT_FLAG_EV
 
-    assert DRIFT_FLAG_EV == hp.DRIFT_THRESHOLD_EV
+    assert DRIFT_FLAG_EV == an.DRIFT_THRESHOLD_EV
 
 
 def test_exponential_lifetime_recovers_a_known_decay():
@@ -278,19 +279,19 @@ def test_exponential_lifetime_recovers_a_known_decay():
     times = rng.exponential(50.0, size=4000)
     observed = times[times < 100.0]
     censored = np.full((times >= 100.0).sum(), 100.0)
-    tau, err = hp.exponential_lifetime(observed, censored)
+    tau, err = an.exponential_lifetime(observed, censored)
     assert abs(tau - 50.0) < 4 * err and err < 1.5
     with pytest.raises(ValueError, match="bounded below"):
-        hp.exponential_lifetime([], [100.0])
+        an.exponential_lifetime([], [100.0])
 
 
 def test_wilson_interval_matches_reference_values():
-    lo, hi = hp.wilson_interval(3, 10)
+    lo, hi = an.wilson_interval(3, 10)
     assert (round(lo, 4), round(hi, 4)) == (0.1078, 0.6032)
-    lo, hi = hp.wilson_interval(0, 20)
+    lo, hi = an.wilson_interval(0, 20)
     assert lo == 0.0 and hi == pytest.approx(0.1611, abs=1e-4)
     with pytest.raises(ValueError):
-        hp.wilson_interval(5, 3)
+        an.wilson_interval(5, 3)
 
 
 def test_stilbene_starts_are_cis_and_trans():
@@ -308,7 +309,7 @@ def test_lifetime_lower_bound_is_the_exponential_confidence_bound():
 
     from scipy.stats import chi2
 
-    from fusion.dynamics.hopping import lifetime_lower_bound
+    from fusion.dynamics.analysis import lifetime_lower_bound
 
     # no exit in T: P(no exit | tau) = exp(-T / tau) = 5 %  <=>  tau = T / ln 20
     assert lifetime_lower_bound(0, 1200.0) == pytest.approx(1200.0 / math.log(20.0), rel=1e-12)

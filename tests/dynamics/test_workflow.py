@@ -201,7 +201,7 @@ def _analysis(path: Path, variant: str, seed: int, per_start: list[dict]) -> Pat
 
 
 def _start(start, n_traj, n_exits, lifetime, n_hops, n_on_s0, n_trans):
-    from fusion.dynamics.hopping import lifetime_lower_bound, wilson_interval
+    from fusion.dynamics.analysis import lifetime_lower_bound, wilson_interval
 
     low, high = wilson_interval(n_trans, n_on_s0) if n_on_s0 else (None, None)
     observed = lifetime * n_exits if n_exits else 150.0 * n_traj  # MLE: tau = T / k

@@ -21,7 +21,8 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from fusion.cli import main
 from fusion.dynamics import hopping as hp
-from fusion.dynamics.workflow import analyse_dynamics, dynamics_table
+from fusion.dynamics.tables import dynamics_table
+from fusion.dynamics.workflow import analyse_dynamics
 from tests.dynamics.test_workflow import TINY_MACE, tiny_spec
 from tests.fixtures_xxmd import SPLIT_SIZES, stilbene_frames, write_archive
 

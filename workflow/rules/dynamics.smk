@@ -1,7 +1,8 @@
 # Non-adiabatic dynamics of stilbene (issue 9): each trained multi-state run listed under
 # `dynamics:` in the config drives a surface-hopping ensemble (fusion dynamics, started on S1
 # from cis and trans Franck-Condon geometries); one table and two figures combine them.
-# Logic lives in fusion/dynamics/workflow.py; a config without `dynamics:` runs none of this.
+# Logic lives in fusion/dynamics/workflow.py (jobs) and fusion/dynamics/tables.py (the combined
+# table and figures); a config without `dynamics:` runs none of this.
 from fusion.dynamics.workflow import (
     dynamics_analysis_files,
     dynamics_spec_json,
