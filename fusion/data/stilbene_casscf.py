@@ -458,12 +458,16 @@ def meci_frames_shard(meci_jsonl: str | Path, out_path: str | Path, seed: int = 
                       every: int = 1) -> Path:
     """A shard cache (same settings as :func:`generate_casscf_frames`) holding every
     ``every``-th evaluation of the penalty-function crossing search in ``meci_jsonl``
-    (positions, both energies and forces as computed there), frame index
+    (positions, both energies and forces as computed there; an evaluation repeating the
+    previous geometry, as a resumed search makes, is dropped), frame index
     ``MECI_INDEX_OFFSET + step``, kind ``meci``."""
     from fusion.data.cache import save_npz_atomic
 
     records = [json.loads(line) for line in Path(meci_jsonl).read_text().splitlines()]
-    records = [r for r in records if "forces_ev_a" in r][::every]
+    records = [r for r in records if "forces_ev_a" in r]
+    # a resumed search evaluates its last geometry again: keep the first of such repeats
+    records = [r for k, r in enumerate(records)
+               if k == 0 or r["pos"] != records[k - 1]["pos"]][::every]
     if not records:
         raise ValueError(f"{meci_jsonl} holds no evaluation with forces")
     geo = StilbeneGeometry(seed)

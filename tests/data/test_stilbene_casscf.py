@@ -140,12 +140,16 @@ def test_crossing_search_evaluations_become_frames(tmp_path):
     records = [{"step": k, "pos": (pos + 0.01 * k).tolist(), "energies_ev": [-1.0, 2.0 - k],
                 "forces_ev_a": np.full((2, 26, 3), float(k)).tolist(), "torsion_deg": 90.0}
                for k in range(3)]
+    records.insert(2, {**records[1], "step": 2})  # a resumed search repeats evaluation 1
+    for k, r in enumerate(records[3:], 3):
+        r["step"] = k
     path = tmp_path / "meci.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
     shard = sc.meci_frames_shard(path, tmp_path / "meci.npz", every=2)
     frames = st.load_stilbene(shard)
     raw = load_npz_checked(shard, sc.CASSCF_FORMAT_VERSION, ("index", "kind"))
-    assert raw["index"].tolist() == [1000, 1002] and raw["kind"].tolist() == ["meci", "meci"]
+    # evaluations 0, 1, (2 = repeat of 1, dropped), 3: every second of 0, 1, 3 is 0 and 3
+    assert raw["index"].tolist() == [1000, 1003] and raw["kind"].tolist() == ["meci", "meci"]
     np.testing.assert_allclose(frames.energies[1], [-1.0, 0.0])
     np.testing.assert_allclose(frames.forces[1], 2.0)
     path.write_text(json.dumps({"step": 0, "pos": pos.tolist()}) + "\n")

@@ -47,11 +47,11 @@ rule augment_select:
         seed=config.get("augment", {}).get("seed", 0),
         cache_dir=lambda wildcards, output: Path(output[0]).parents[1],
     shell:
-        "OMP_NUM_THREADS={threads} fusion augment select --run-dir {params.driver:q} "
-        "--out {output:q} --n-frames {params.n_frames} "
-        "--n-trajectories {params.n_trajectories} --n-steps {params.n_steps} "
-        "--dt-fs {params.dt_fs} --record-every {params.record_every} "
-        "--seed {params.seed} --threads {threads} --cache-dir {params.cache_dir:q} "
+        "OMP_NUM_THREADS={threads:q} fusion augment select --run-dir {params.driver:q} "
+        "--out {output:q} --n-frames {params.n_frames:q} "
+        "--n-trajectories {params.n_trajectories:q} --n-steps {params.n_steps:q} "
+        "--dt-fs {params.dt_fs:q} --record-every {params.record_every:q} "
+        "--seed {params.seed:q} --threads {threads:q} --cache-dir {params.cache_dir:q} "
         "2>&1 | tee {log:q}"
 
 
@@ -72,9 +72,9 @@ rule augment_label:
         shard=lambda wildcards: int(wildcards.shard),
         n_shards=AUG_SHARDS,
     shell:
-        "OMP_NUM_THREADS={threads} fusion augment label --base {wildcards.base:q} "
-        "--selected {input:q} --out {output:q} --shard {params.shard} "
-        "--n-shards {params.n_shards} --threads {threads} 2>&1 | tee {log:q}"
+        "OMP_NUM_THREADS={threads:q} fusion augment label --base {wildcards.base:q} "
+        "--selected {input:q} --out {output:q} --shard {params.shard:q} "
+        "--n-shards {params.n_shards:q} --threads {threads:q} 2>&1 | tee {log:q}"
 
 
 rule augment_compare:
