@@ -90,10 +90,10 @@ def augment_bases(config: dict, runs) -> list[str]:
     """Base datasets whose ``<base>-aug`` is in ``config["datasets"]`` (one augmentation
     round each, rules in ``workflow/rules/augment.smk``); each one's driver is checked with
     :func:`augment_driver`."""
-    from fusion.data.stilbene_aug import AUGMENTED_BASES
+    from fusion.data.stilbene_aug import base_key
 
-    bases = [d.removesuffix("-aug") for d in config["datasets"]
-             if d.endswith("-aug") and d.removesuffix("-aug") in AUGMENTED_BASES]
+    # the grid check has already refused unregistered keys: every "-aug" key here is one
+    bases = [base_key(d) for d in config["datasets"] if d.endswith("-aug")]
     for base in bases:
         augment_driver(config, runs, base)
     return bases

@@ -45,14 +45,13 @@ from fusion.data.registry import (
 __all__ = [
     "AUG_FRAMES", "AUG_SHARDS", "AUGMENTED_BASES", "REFERENCES", "augmented_key", "base_key",
     "selected_path", "shard_path", "label_shard", "prepare_augmented", "load_augmented",
-    "held_out_dynamics",
+    "augmented_split",
 ]
 
 AUG_FRAMES = 24  # geometries taken from the driver's ensemble
 AUG_SHARDS = 4  # labelling jobs
 SELECTED_FORMAT_VERSION = 1
 SHARD_FORMAT_VERSION = 1
-AUGMENTED_FORMAT_VERSION = 1
 HOLD_OUT_EVERY = 3  # dynamics frame k is test when k % 3 == 2
 
 
@@ -123,6 +122,8 @@ def label_shard(base: str, selected: str | os.PathLike, out: str | os.PathLike, 
     reference (tests)."""
     if not 0 <= shard < n_shards:
         raise ValueError(f"shard must be in [0, {n_shards}), got {shard}")
+    if base not in REFERENCES:
+        raise ValueError(f"base {base!r}: augmentation knows {', '.join(REFERENCES)}")
     method, reference = REFERENCES[base]
     labeller = labeller or reference
     sel = load_selected(selected)
@@ -198,9 +199,8 @@ def prepare_augmented(base: str, cache_dir: str | os.PathLike = "resources",
     )
 
     key = augmented_key(base)
-    base_path = family_cache_path(base, cache_dir)
-    inputs = [base_path, selected_path(base, cache_dir),
-              *(shard_path(base, s, cache_dir) for s in range(AUG_SHARDS))]
+    inputs = _inputs(base, cache_dir)  # base cache, selection, shards
+    base_path = inputs[0]
     missing = [str(p) for p in inputs if not p.exists()]
     if missing:
         raise FileNotFoundError(f"{key} is built from {', '.join(missing)}, which do(es) not "
@@ -240,10 +240,21 @@ def prepare_augmented(base: str, cache_dir: str | os.PathLike = "resources",
     return out
 
 
-def held_out_dynamics(n_dynamics: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train, test) positions among the ``n_dynamics`` dynamics frames."""
-    k = np.arange(n_dynamics)
-    return k[k % HOLD_OUT_EVERY != HOLD_OUT_EVERY - 1], k[k % HOLD_OUT_EVERY == HOLD_OUT_EVERY - 1]
+def augmented_split(n_base: int, n_frames: int, n_train: int | None = None,
+                    n_val: int | None = None, n_test: int | None = None
+                    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """The split of ``<base>-aug`` (module docstring) with ``n_frames`` frames of which the
+    first ``n_base`` are the base's: ``({"train", "val", "test"}, base test, dynamics
+    test)``, frame indices."""
+    from fusion.data.xtb_md import frame_split
+
+    base = frame_split(n_base, n_train, n_val, n_test)
+    k = n_base + np.arange(n_frames - n_base)
+    held_out = (k - n_base) % HOLD_OUT_EVERY == HOLD_OUT_EVERY - 1
+    splits = {"train": np.concatenate([k[~held_out], base["train"]]), "val": base["val"],
+              "test": np.concatenate([k[held_out], base["test"]])}
+    return ({name: v.astype(np.int64) for name, v in splits.items()}, base["test"],
+            k[held_out].astype(np.int64))
 
 
 def load_augmented(base: str, cache_dir: str | os.PathLike = "resources",
@@ -252,8 +263,7 @@ def load_augmented(base: str, cache_dir: str | os.PathLike = "resources",
     """``<base>-aug`` as ``(Structures, splits)``. ``n_train``/``n_val``/``n_test`` size the
     split of the **base** frames exactly as for ``<base>`` (so a run given the driver's split
     sizes trains on the driver's base frames); the dynamics frames are added on top."""
-    from fusion.data.stilbene import StilbeneFrames, frames_structures, load_stilbene
-    from fusion.data.xtb_md import frame_split
+    from fusion.data.stilbene import frames_structures, load_stilbene
 
     key = augmented_key(base)
     path = family_cache_path(key, cache_dir)
@@ -261,14 +271,8 @@ def load_augmented(base: str, cache_dir: str | os.PathLike = "resources",
     n_base = int(frames.settings.get("n_base", -1))
     if not 0 < n_base <= len(frames):
         raise cache_error(path, "settings lack 'n_base' (not an augmented cache?)")
-    base_split = frame_split(n_base, n_train, n_val, n_test)
-    dyn_train, dyn_test = held_out_dynamics(len(frames) - n_base)
-    splits = {"train": np.concatenate([n_base + dyn_train, base_split["train"]]),
-              "val": base_split["val"],
-              "test": np.concatenate([n_base + dyn_test, base_split["test"]])}
-    frames = StilbeneFrames(frames.z, frames.pos, frames.energies, frames.forces,
-                            frames.torsion, frames.settings)
-    return frames_structures(frames, key), {k: v.astype(np.int64) for k, v in splits.items()}
+    splits, _, _ = augmented_split(n_base, len(frames), n_train, n_val, n_test)
+    return frames_structures(frames, key), splits
 
 
 def _inputs(base: str, cache_dir) -> list[Path]:

@@ -101,6 +101,9 @@ def select_frames(run_dir: str | os.PathLike, out: str | os.PathLike, n_frames: 
     for i, name in enumerate(STARTS):
         atoms = Atoms(numbers=templates[name].numbers, positions=modes[name].pos)
         surfaces = ase_surfaces(calculator, atoms)
+        if surfaces(atoms.positions)[0].shape[0] < 2:
+            raise ValueError(f"{run_dir}: the driver has one state; augmentation for surface "
+                             "hopping needs a multi-state model")
         sampler = normal_mode_sampler(modes[name], temperature_k)
         for j in range(n_trajectories):
             recording, calls = _recording(surfaces, rows, record_every, dt_fs,
@@ -113,9 +116,6 @@ def select_frames(run_dir: str | os.PathLike, out: str | os.PathLike, n_frames: 
             log(f"{name} trajectory {j}: {calls()} force calls, final state "
                 f"{result.state[-1]}, torsion {result.torsion_deg[-1]:.1f} deg")
     predicted = np.stack([r["predicted"] for r in rows])  # [C, S] eV
-    if predicted.shape[1] < 2:
-        raise ValueError(f"{run_dir}: the driver has one state; augmentation for surface "
-                         "hopping needs a multi-state model")
     picked = pick_frames(predicted[:, 1] - predicted[:, 0],
                          np.array([r["trajectory"] for r in rows]), n_frames)
     settings = {"driver": str(run_dir), "model_sha256": sha256_of(run_dir / "model.pt"),
@@ -139,17 +139,9 @@ def select_frames(run_dir: str | os.PathLike, out: str | os.PathLike, n_frames: 
     return Path(out)
 
 
-def _errors(run_dir: Path, frames, index: np.ndarray, cache_dir) -> dict:
-    """MAE of per-state energies, of the S1-S0 gap (meV) and of forces (meV/Å) of the
-    model in ``run_dir`` over ``frames[index]``."""
-    import torch
-    from ase import Atoms
-
-    from fusion.dynamics.calculator import FusionCalculator
-    from fusion.dynamics.hopping import ase_surfaces
-
-    calc = FusionCalculator.from_run_dir(run_dir, cache_dir=cache_dir, dtype=torch.float64)
-    surfaces = ase_surfaces(calc, Atoms(numbers=frames.z, positions=frames.pos[0]))
+def _errors(surfaces, frames, index: np.ndarray) -> dict:
+    """MAE of per-state energies, of the S1-S0 gap (meV) and of forces (meV/Å) of a model
+    (its ``surfaces`` function) over ``frames[index]``."""
     e_err, f_err = [], []
     for k in index:
         energies, forces = surfaces(frames.pos[k])  # [S] eV, [S, n, 3] eV/Å
@@ -171,21 +163,26 @@ def compare_models(driver: str | os.PathLike, retrained: str | os.PathLike,
     n_train, n_val, n_test, as both runs were given) and the held-out dynamics frames of
     ``augmented_cache``; writes ``out_csv`` and the same table as markdown next to it."""
     import pandas as pd
+    import torch
+    from ase import Atoms
 
     from fusion.data.stilbene import load_stilbene
-    from fusion.data.stilbene_aug import held_out_dynamics
-    from fusion.data.xtb_md import frame_split
+    from fusion.data.stilbene_aug import augmented_split
+    from fusion.dynamics.calculator import FusionCalculator
+    from fusion.dynamics.hopping import ase_surfaces
 
     frames = load_stilbene(augmented_cache)
-    n_base = int(frames.settings["n_base"])
-    _, dyn_test = held_out_dynamics(len(frames) - n_base)
-    subsets = {"base test": frame_split(n_base, *split)["test"],
-               "held-out dynamics": n_base + dyn_test}
+    _, base_test, dynamics_test = augmented_split(int(frames.settings["n_base"]), len(frames),
+                                                  *split)
+    subsets = {"base test": base_test, "held-out dynamics": dynamics_test}
+    template = Atoms(numbers=frames.z, positions=frames.pos[0])
     rows = []
     for role, run in (("driver", Path(driver)), ("retrained on -aug", Path(retrained))):
+        calc = FusionCalculator.from_run_dir(run, cache_dir=cache_dir, dtype=torch.float64)
+        surfaces = ase_surfaces(calc, template)
         for subset, index in subsets.items():
             rows.append({"model": role, "run": str(run), "frames": subset,
-                         **_errors(run, frames, index, cache_dir)})
+                         **_errors(surfaces, frames, index)})
             log(f"{role} on {subset}: {rows[-1]}")
     table = pd.DataFrame(rows)
     out_csv = Path(out_csv)
@@ -225,10 +222,8 @@ def add_commands(sub) -> None:
     p.add_argument("--threads", type=int, default=1)
 
     def label(a):
-        from fusion.data.stilbene_aug import REFERENCES, label_shard
+        from fusion.data.stilbene_aug import label_shard
 
-        if a.base not in REFERENCES:
-            raise ValueError(f"--base {a.base!r}: augmentation knows {', '.join(REFERENCES)}")
         label_shard(a.base, a.selected, a.out, a.shard, a.n_shards, a.threads)
 
     p.set_defaults(func=label)
